@@ -1,0 +1,726 @@
+//! Landmark fingerprints that survive noise, codecs, mixing, **and** speed, tempo
+//! and pitch changes.
+//!
+//! ## Design
+//!
+//! 1. **Peaks.** On the log-frequency spectrogram ([`crate::spectrogram`]) a peak is a
+//!    local maximum over a time × frequency neighbourhood, at least
+//!    [`MIN_PROMINENCE`] above the mean level of its frame and above a silence floor.
+//!    Density is controlled *without* a block grid: a peak is kept if fewer than
+//!    `density` peaks within ±0.5 s are more prominent. This is shift-invariant, so
+//!    an excerpt cut anywhere selects the same peaks as the full recording. Peak time
+//!    and frequency are refined by parabolic interpolation.
+//! 2. **Triplets, not pairs.** Each anchor peak `a` is combined with pairs `(b, c)` of
+//!    the next peaks in its target zone (`t_a < t_b < t_c`, Δt_ac within
+//!    [`DT_AC_MIN_FRAMES`, `DT_AC_MAX_FRAMES`], |Δf| ≤ [`DF_MAX_BINS`]). The hash holds
+//!    * the time **ratio** `(t_b − t_a)/(t_c − t_a)`: unchanged by any time scaling
+//!      (speed or tempo);
+//!    * the log-frequency **differences** `f_b − f_a`, `f_c − f_a`: unchanged by any
+//!      frequency scaling (speed or pitch), because on a log axis scaling is a shift;
+//!    * coarse, deliberately tolerant absolute terms for selectivity: the anchor's
+//!      frequency band, the magnitude of `Δt_ac` on a log scale, and which of the three
+//!      peaks is loudest.
+//!
+//!    Pair hashes (Wang) bake absolute Δt and f into the hash, so a 5 % speed change
+//!    destroys most of them; these triplets keep ≥ 24 bits of selectivity while being
+//!    invariant to the transformations we must survive (cf. Panako, Six & Leman).
+//! 3. **Asymmetry.** References are indexed sparsely ([`Side::Reference`]: fewer
+//!    peaks, the first [`REF_FANOUT`] partners) to keep the index ≤ 2 MB/hour.
+//!    Queries are fingerprinted densely ([`Side::Query`]: more peaks, more partners,
+//!    and **multi-probe**: when a quantised field lies near a bin edge — where jitter
+//!    or a tempo/pitch change could push it across — the neighbouring bin is looked up
+//!    too). The query's prints are a superset of what the reference stored for the
+//!    same audio, and no extra index space is spent.
+//! 4. **Parallel blocks.** Long audio is cut into [`BLOCK_FRAMES`]-frame blocks with
+//!    enough context on both sides that every block yields exactly the prints the
+//!    whole signal would; rayon fingerprints the blocks in parallel.
+//!
+//! Every index records [`CONFIG_ID`]; any change to a constant here must bump it.
+
+use ndarray::{Array2, ArrayView2};
+use rayon::prelude::*;
+
+use crate::spectrogram::{self, FFT_SIZE, HOP_SAMPLES, log_spectrogram};
+
+pub use crate::spectrogram::{FRAMES_PER_SECOND, SAMPLE_RATE_HZ};
+
+/// Identifies the fingerprint parameters; stored in every index segment.
+pub const CONFIG_ID: u32 = 0x0001_0003;
+
+/// Peaks must exceed the mean log2 power of their frame by this much (≈ 3 dB/unit).
+pub const MIN_PROMINENCE: f32 = 1.0;
+/// log2 power below which nothing is a peak (≈ −70 dBFS for a sine).
+pub const SILENCE_LOG2: f32 = -8.0;
+/// Sliding window (± frames) within which peak density is controlled (± 0.5 s).
+pub const DENSITY_HALF_WINDOW_FRAMES: u32 = 62;
+
+/// Shortest and longest anchor → last-peak span of a triplet (64–384 ms).
+pub const DT_AC_MIN_FRAMES: f32 = 8.0;
+pub const DT_AC_MAX_FRAMES: f32 = 48.0;
+/// Minimum gap between consecutive peaks of a triplet (frames).
+pub const DT_MIN_GAP_FRAMES: f32 = 2.0;
+/// Largest |Δf| inside a triplet (log bins: 24 = one octave).
+pub const DF_MAX_BINS: f32 = 24.0;
+
+/// Quantisation of the hash fields.
+const RATIO_LEVELS: f32 = 16.0;
+const DT_LOG_BIN_WIDTH: f32 = 0.3;
+const DT_LOG_BINS: i32 = 8;
+const BAND_BINS: f32 = 12.0;
+const BANDS: i32 = 8;
+const DF_LEVELS: i32 = 49;
+
+/// Multi-probe margins (in quantisation units of each field).
+const PROBE_MARGIN_DF: f32 = 0.2;
+const PROBE_MARGIN_RATIO: f32 = 0.3;
+const PROBE_MARGIN_DT: f32 = 0.35;
+const PROBE_MARGIN_BAND: f32 = 0.3;
+/// Probe the runner-up as "loudest" when within this many log2 units (≈ 3 dB).
+const PROBE_MARGIN_LOUDEST: f32 = 1.0;
+
+/// Frames per parallel block (≈ 20 s).
+pub const BLOCK_FRAMES: usize = 2_500;
+
+/// Which end of the system a fingerprint is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Stored in the index: sparse.
+    Reference,
+    /// Looked up: dense, with multi-probe.
+    Query,
+}
+
+/// Peak-picking and pairing parameters of one side.
+#[derive(Debug, Clone, Copy)]
+struct SideParams {
+    /// ± log bins of the local-maximum neighbourhood.
+    neighbourhood_bins: usize,
+    /// ± frames of the local-maximum neighbourhood.
+    neighbourhood_frames: usize,
+    /// Peaks kept per second (per sliding second).
+    peaks_per_second: usize,
+    /// Partners considered per anchor (triplets = C(fanout, 2)).
+    fanout: usize,
+}
+
+/// Reference fan-out: 3 partners → 3 triplets per anchor.
+pub const REF_FANOUT: usize = 3;
+
+const REFERENCE: SideParams = SideParams {
+    neighbourhood_bins: 8,
+    neighbourhood_frames: 10,
+    peaks_per_second: 15,
+    fanout: REF_FANOUT,
+};
+
+const QUERY: SideParams = SideParams {
+    neighbourhood_bins: 6,
+    neighbourhood_frames: 7,
+    peaks_per_second: 30,
+    fanout: 7,
+};
+
+impl Side {
+    fn params(self) -> SideParams {
+        match self {
+            Side::Reference => REFERENCE,
+            Side::Query => QUERY,
+        }
+    }
+}
+
+/// A spectral peak. `t` in frames, `f` in log bins (both fractional).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Peak {
+    pub t: f32,
+    pub f: f32,
+    pub level: f32,
+    pub prominence: f32,
+    frame: u32,
+}
+
+/// One hash with the anchor's position: what the index stores and the query looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Print {
+    /// 24-bit hash (see module docs).
+    pub hash: u32,
+    /// Anchor frame.
+    pub t_frame: u32,
+    /// Anchor frequency in half log bins (0..=255).
+    pub f_half_bins: u8,
+}
+
+/// Number of significant bits in [`Print::hash`].
+pub const HASH_BITS: u32 = 24;
+
+/// Fingerprint of one input.
+#[derive(Debug, Clone, Default)]
+pub struct Fingerprint {
+    pub prints: Vec<Print>,
+    /// Number of spectrogram frames analysed.
+    pub frames: usize,
+}
+
+impl Fingerprint {
+    pub fn duration_s(&self) -> f64 {
+        self.frames as f64 / FRAMES_PER_SECOND
+    }
+}
+
+/// Context needed on each side of a block so its prints match the whole signal's.
+fn context_frames(side: Side) -> (usize, usize) {
+    let p = side.params();
+    let local = p.neighbourhood_frames + DENSITY_HALF_WINDOW_FRAMES as usize + 2;
+    (local, local + DT_AC_MAX_FRAMES.ceil() as usize + 2)
+}
+
+/// Fingerprints mono samples at [`SAMPLE_RATE_HZ`], in parallel blocks when long.
+pub fn fingerprint_samples(samples: &[f32], side: Side) -> Fingerprint {
+    let frames = spectrogram::frame_count(samples.len());
+    if frames <= BLOCK_FRAMES {
+        return fingerprint_block(samples, 0, 0, frames, side);
+    }
+    let blocks: Vec<usize> = (0..frames).step_by(BLOCK_FRAMES).collect();
+    let mut parts: Vec<Vec<Print>> = blocks
+        .par_iter()
+        .map(|&start| {
+            let end = (start + BLOCK_FRAMES).min(frames);
+            block_prints(samples, start, end, side)
+        })
+        .collect();
+    let mut prints = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for part in &mut parts {
+        prints.append(part);
+    }
+    Fingerprint { prints, frames }
+}
+
+/// Prints anchored in frames `[start, end)` of the whole signal, computed from a
+/// window with enough context.
+fn block_prints(samples: &[f32], start: usize, end: usize, side: Side) -> Vec<Print> {
+    let (before, after) = context_frames(side);
+    let first = start.saturating_sub(before);
+    let last_frame = end + after;
+    let sample_start = first * HOP_SAMPLES;
+    let sample_end = (last_frame * HOP_SAMPLES + FFT_SIZE).min(samples.len());
+    let window = &samples[sample_start..sample_end];
+    fingerprint_block(window, first, start, end, side).prints
+}
+
+/// Fingerprints `samples` whose frame 0 is frame `frame_offset` of the whole signal,
+/// keeping prints anchored in `[keep_from, keep_to)` (whole-signal frames).
+fn fingerprint_block(
+    samples: &[f32],
+    frame_offset: usize,
+    keep_from: usize,
+    keep_to: usize,
+    side: Side,
+) -> Fingerprint {
+    let spec = log_spectrogram(samples);
+    let frames = spec.nrows();
+    let peaks = pick_peaks(spec.view(), side);
+    let mut prints = Vec::new();
+    let offset = frame_offset as u32;
+    let lo = keep_from.saturating_sub(frame_offset) as u32;
+    let hi = keep_to.saturating_sub(frame_offset) as u32;
+    triplet_prints(&peaks, side, |anchor_frame| anchor_frame >= lo && anchor_frame < hi, &mut prints);
+    for print in &mut prints {
+        print.t_frame += offset;
+    }
+    Fingerprint { prints, frames }
+}
+
+/// Picks peaks at the side's density (see module docs).
+pub fn pick_peaks(spec: ArrayView2<f32>, side: Side) -> Vec<Peak> {
+    let p = side.params();
+    let (frames, bins) = spec.dim();
+    if frames == 0 || bins == 0 {
+        return Vec::new();
+    }
+    let freq_max = max_filter_bins(spec, p.neighbourhood_bins);
+    let frame_mean: Vec<f32> = spec
+        .outer_iter()
+        .map(|row| row.sum() / bins as f32)
+        .collect();
+    let mut candidates = Vec::new();
+    let nt = p.neighbourhood_frames;
+    for t in 0..frames {
+        let t_lo = t.saturating_sub(nt);
+        let t_hi = (t + nt).min(frames - 1);
+        for k in 0..bins {
+            let v = spec[[t, k]];
+            if v < SILENCE_LOG2 || v - frame_mean[t] < MIN_PROMINENCE || v < freq_max[[t, k]] {
+                continue;
+            }
+            if (t_lo..=t_hi).any(|u| u != t && freq_max[[u, k]] > v) {
+                continue;
+            }
+            // Ties: keep only the first (earliest, lowest) of equal maxima.
+            if (t_lo..t).any(|u| freq_max[[u, k]] >= v && spec[[u, k]] >= v) {
+                continue;
+            }
+            candidates.push(refine(spec, t, k, v - frame_mean[t]));
+        }
+    }
+    limit_density(candidates, p.peaks_per_second)
+}
+
+/// Maximum over ± `half` bins along frequency, per frame.
+fn max_filter_bins(spec: ArrayView2<f32>, half: usize) -> Array2<f32> {
+    let (frames, bins) = spec.dim();
+    let mut out = Array2::<f32>::zeros((frames, bins));
+    for t in 0..frames {
+        let row = spec.row(t);
+        for k in 0..bins {
+            let lo = k.saturating_sub(half);
+            let hi = (k + half).min(bins - 1);
+            let mut m = f32::NEG_INFINITY;
+            for j in lo..=hi {
+                m = m.max(row[j]);
+            }
+            out[[t, k]] = m;
+        }
+    }
+    out
+}
+
+/// Parabolic refinement of a peak's time and frequency.
+fn refine(spec: ArrayView2<f32>, t: usize, k: usize, prominence: f32) -> Peak {
+    let (frames, bins) = spec.dim();
+    let v = spec[[t, k]];
+    let dt = if t > 0 && t + 1 < frames {
+        parabolic_offset(spec[[t - 1, k]], v, spec[[t + 1, k]])
+    } else {
+        0.0
+    };
+    let df = if k > 0 && k + 1 < bins {
+        parabolic_offset(spec[[t, k - 1]], v, spec[[t, k + 1]])
+    } else {
+        0.0
+    };
+    Peak {
+        t: t as f32 + dt,
+        f: k as f32 + df,
+        level: v,
+        prominence,
+        frame: t as u32,
+    }
+}
+
+fn parabolic_offset(left: f32, centre: f32, right: f32) -> f32 {
+    let denom = left - 2.0 * centre + right;
+    if denom.abs() < 1e-6 {
+        0.0
+    } else {
+        (0.5 * (left - right) / denom).clamp(-0.5, 0.5)
+    }
+}
+
+/// Keeps a peak if fewer than `per_second` peaks within ± 0.5 s are more prominent.
+fn limit_density(mut candidates: Vec<Peak>, per_second: usize) -> Vec<Peak> {
+    candidates.sort_by(|a, b| a.frame.cmp(&b.frame).then(a.f.total_cmp(&b.f)));
+    let w = DENSITY_HALF_WINDOW_FRAMES;
+    let mut kept = Vec::with_capacity(candidates.len());
+    let mut lo = 0usize;
+    let mut hi = 0usize;
+    for (i, peak) in candidates.iter().enumerate() {
+        while candidates[lo].frame + w < peak.frame {
+            lo += 1;
+        }
+        while hi < candidates.len() && candidates[hi].frame <= peak.frame + w {
+            hi += 1;
+        }
+        let stronger = candidates[lo..hi]
+            .iter()
+            .enumerate()
+            .filter(|(j, other)| {
+                other.prominence > peak.prominence
+                    || (other.prominence == peak.prominence && lo + j < i)
+            })
+            .count();
+        if stronger < per_second {
+            kept.push(*peak);
+        }
+    }
+    kept
+}
+
+/// Quantised value of one hash field with an optional neighbour to probe.
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    value: i32,
+    alt: Option<i32>,
+}
+
+impl Field {
+    /// `x` in quantisation units, rounded to the nearest level.
+    fn rounded(x: f32, margin: f32, min: i32, max: i32, probe: bool) -> Self {
+        let value = (x.round() as i32).clamp(min, max);
+        let frac = x - x.round();
+        let alt = if !probe {
+            None
+        } else if frac > 0.5 - margin {
+            Some(value + 1)
+        } else if frac < -(0.5 - margin) {
+            Some(value - 1)
+        } else {
+            None
+        };
+        Self {
+            value,
+            alt: alt.filter(|a| (min..=max).contains(a)),
+        }
+    }
+
+    /// `x` in quantisation units, floored to its level.
+    fn floored(x: f32, margin: f32, min: i32, max: i32, probe: bool) -> Self {
+        let value = (x.floor() as i32).clamp(min, max);
+        let frac = x - x.floor();
+        let alt = if !probe {
+            None
+        } else if frac < margin {
+            Some(value - 1)
+        } else if frac > 1.0 - margin {
+            Some(value + 1)
+        } else {
+            None
+        };
+        Self {
+            value,
+            alt: alt.filter(|a| (min..=max).contains(a)),
+        }
+    }
+
+    fn options(self) -> impl Iterator<Item = i32> {
+        std::iter::once(self.value).chain(self.alt)
+    }
+}
+
+/// Builds triplet prints for anchors accepted by `keep_anchor` (anchor frame).
+pub fn triplet_prints(
+    peaks: &[Peak],
+    side: Side,
+    keep_anchor: impl Fn(u32) -> bool,
+    out: &mut Vec<Print>,
+) {
+    let fanout = side.params().fanout;
+    let probe = side == Side::Query;
+    // Peaks are sorted by frame; sort by refined time for partner order.
+    let mut order: Vec<&Peak> = peaks.iter().collect();
+    order.sort_by(|a, b| a.t.total_cmp(&b.t));
+    let mut partners: Vec<&Peak> = Vec::with_capacity(fanout);
+    for (i, a) in order.iter().enumerate() {
+        if !keep_anchor(a.frame) {
+            continue;
+        }
+        partners.clear();
+        for b in &order[i + 1..] {
+            let dt = b.t - a.t;
+            if dt > DT_AC_MAX_FRAMES {
+                break;
+            }
+            if dt >= DT_MIN_GAP_FRAMES && (b.f - a.f).abs() <= DF_MAX_BINS {
+                partners.push(b);
+                if partners.len() == fanout {
+                    break;
+                }
+            }
+        }
+        for (j, b) in partners.iter().enumerate() {
+            for c in &partners[j + 1..] {
+                if let Some(fields) = triplet_fields(a, b, c, probe) {
+                    emit_hashes(&fields, a, out);
+                }
+            }
+        }
+    }
+}
+
+struct TripletFields {
+    band: Field,
+    df_ab: Field,
+    df_ac: Field,
+    ratio: Field,
+    dt: Field,
+    loudest: Field,
+}
+
+fn triplet_fields(a: &Peak, b: &Peak, c: &Peak, probe: bool) -> Option<TripletFields> {
+    let dt_ab = b.t - a.t;
+    let dt_ac = c.t - a.t;
+    if dt_ac < DT_AC_MIN_FRAMES || c.t - b.t < DT_MIN_GAP_FRAMES {
+        return None;
+    }
+    let half_df = (DF_LEVELS - 1) / 2;
+    let ratio_x = dt_ab / dt_ac * RATIO_LEVELS;
+    let dt_x = (dt_ac / DT_AC_MIN_FRAMES).ln() / DT_LOG_BIN_WIDTH;
+    let band_x = a.f / BAND_BINS;
+    Some(TripletFields {
+        band: Field::floored(band_x, PROBE_MARGIN_BAND, 0, BANDS - 1, probe),
+        df_ab: Field::rounded(b.f - a.f, PROBE_MARGIN_DF, -half_df, half_df, probe),
+        df_ac: Field::rounded(c.f - a.f, PROBE_MARGIN_DF, -half_df, half_df, probe),
+        ratio: Field::floored(ratio_x, PROBE_MARGIN_RATIO, 0, RATIO_LEVELS as i32 - 1, probe),
+        dt: Field::floored(dt_x, PROBE_MARGIN_DT, 0, DT_LOG_BINS - 1, probe),
+        loudest: loudest_field(a, b, c, probe),
+    })
+}
+
+fn loudest_field(a: &Peak, b: &Peak, c: &Peak, probe: bool) -> Field {
+    let mut levels = [(a.level, 0), (b.level, 1), (c.level, 2)];
+    levels.sort_by(|x, y| y.0.total_cmp(&x.0));
+    let alt = (probe && levels[0].0 - levels[1].0 < PROBE_MARGIN_LOUDEST).then_some(levels[1].1);
+    Field {
+        value: levels[0].1,
+        alt,
+    }
+}
+
+fn emit_hashes(f: &TripletFields, anchor: &Peak, out: &mut Vec<Print>) {
+    let half_df = (DF_LEVELS - 1) / 2;
+    let f_half_bins = (anchor.f * 2.0).round().clamp(0.0, 255.0) as u8;
+    for band in f.band.options() {
+        for df_ab in f.df_ab.options() {
+            for df_ac in f.df_ac.options() {
+                for ratio in f.ratio.options() {
+                    for dt in f.dt.options() {
+                        for loudest in f.loudest.options() {
+                            let hash = pack_hash(
+                                band,
+                                df_ab + half_df,
+                                df_ac + half_df,
+                                ratio,
+                                dt,
+                                loudest,
+                            );
+                            out.push(Print {
+                                hash,
+                                t_frame: anchor.frame,
+                                f_half_bins,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs the fields into a 24-bit hash: band 3 | Δf_ab 6 | Δf_ac 6 | ratio 4 | Δt 3 | loudest 2.
+fn pack_hash(band: i32, df_ab: i32, df_ac: i32, ratio: i32, dt: i32, loudest: i32) -> u32 {
+    let field = |v: i32, bits: u32| (v as u32) & ((1 << bits) - 1);
+    (field(band, 3) << 21)
+        | (field(df_ab, 6) << 15)
+        | (field(df_ac, 6) << 9)
+        | (field(ratio, 4) << 5)
+        | (field(dt, 3) << 2)
+        | field(loudest, 2)
+}
+
+/// Incremental fingerprinting of a stream of mono blocks: memory stays bounded by
+/// a few blocks whatever the input length; full blocks are fingerprinted in
+/// parallel batches.
+pub struct StreamingFingerprinter {
+    side: Side,
+    /// Samples not yet fully consumed; `buffer[0]` is whole-signal sample `buffer_start`.
+    buffer: Vec<f32>,
+    buffer_start: usize,
+    /// Next anchor frame to fingerprint.
+    next_frame: usize,
+    total_samples: usize,
+    prints: Vec<Print>,
+}
+
+/// Blocks fingerprinted together in one parallel batch.
+const STREAM_BATCH_BLOCKS: usize = 4;
+
+impl StreamingFingerprinter {
+    pub fn new(side: Side) -> Self {
+        Self {
+            side,
+            buffer: Vec::new(),
+            buffer_start: 0,
+            next_frame: 0,
+            total_samples: 0,
+            prints: Vec::new(),
+        }
+    }
+
+    /// Appends samples; fingerprints whatever whole blocks are ready.
+    pub fn push(&mut self, samples: &[f32]) {
+        self.buffer.extend_from_slice(samples);
+        self.total_samples += samples.len();
+        let (_, after) = context_frames(self.side);
+        let batch_frames = BLOCK_FRAMES * STREAM_BATCH_BLOCKS;
+        let needed_frame = self.next_frame + batch_frames + after + 1;
+        if self.buffered_frames_end() >= needed_frame {
+            self.process_until(self.next_frame + batch_frames);
+        }
+    }
+
+    fn buffered_frames_end(&self) -> usize {
+        spectrogram::frame_count(self.total_samples)
+    }
+
+    fn process_until(&mut self, end_frame: usize) {
+        let starts: Vec<usize> = (self.next_frame..end_frame).step_by(BLOCK_FRAMES).collect();
+        let base = self.buffer_start;
+        let total_frames = self.buffered_frames_end();
+        let buffer = &self.buffer;
+        let side = self.side;
+        let parts: Vec<Vec<Print>> = starts
+            .par_iter()
+            .map(|&start| {
+                let end = (start + BLOCK_FRAMES).min(end_frame).min(total_frames);
+                block_prints_buffered(buffer, base, start, end, side)
+            })
+            .collect();
+        for mut part in parts {
+            self.prints.append(&mut part);
+        }
+        self.next_frame = end_frame;
+        // Drop samples no future block needs.
+        let (before, _) = context_frames(self.side);
+        let keep_from = self.next_frame.saturating_sub(before) * HOP_SAMPLES;
+        if keep_from > self.buffer_start {
+            let drop = keep_from - self.buffer_start;
+            self.buffer.drain(..drop.min(self.buffer.len()));
+            self.buffer_start = keep_from;
+        }
+    }
+
+    /// Fingerprints the rest and returns the whole fingerprint.
+    pub fn finish(mut self) -> Fingerprint {
+        let frames = self.buffered_frames_end();
+        if frames > self.next_frame {
+            self.process_until(frames);
+        }
+        Fingerprint {
+            prints: self.prints,
+            frames,
+        }
+    }
+}
+
+/// Like [`block_prints`] for a buffer holding whole-signal samples from `base`.
+fn block_prints_buffered(
+    buffer: &[f32],
+    base: usize,
+    start: usize,
+    end: usize,
+    side: Side,
+) -> Vec<Print> {
+    let (before, after) = context_frames(side);
+    let first = start.saturating_sub(before);
+    let sample_start = first * HOP_SAMPLES;
+    let sample_end = (end + after) * HOP_SAMPLES + FFT_SIZE;
+    let lo = sample_start.saturating_sub(base).min(buffer.len());
+    let hi = sample_end.saturating_sub(base).min(buffer.len());
+    fingerprint_block(&buffer[lo..hi], first, start, end, side).prints
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic "music-like" test signal: a melody of harmonic tones with
+    /// changing notes plus a little noise.
+    pub(crate) fn melody(seconds: f32, seed: u64) -> Vec<f32> {
+        let n = (seconds * SAMPLE_RATE_HZ as f32) as usize;
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let mut rand = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        let note_len = (0.15 * SAMPLE_RATE_HZ as f32) as usize;
+        let mut freqs = Vec::new();
+        for _ in 0..(n / note_len + 1) {
+            let semitone = (rand() * 24.0).round();
+            freqs.push(440.0 * 2f32.powf(semitone / 12.0));
+        }
+        (0..n)
+            .map(|i| {
+                let f = freqs[i / note_len];
+                let t = i as f32 / SAMPLE_RATE_HZ as f32;
+                let tone: f32 = (1..4)
+                    .map(|h| (std::f32::consts::TAU * f * h as f32 * t).sin() / h as f32)
+                    .sum();
+                0.3 * tone + 0.01 * rand()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hash_fits_in_hash_bits() {
+        let h = pack_hash(7, 48, 48, 15, 7, 2);
+        assert!(h < (1 << HASH_BITS));
+        assert_ne!(pack_hash(1, 2, 3, 4, 5, 1), pack_hash(1, 2, 3, 4, 5, 2));
+    }
+
+    #[test]
+    fn blocks_match_whole_signal() {
+        let samples = melody(45.0, 7);
+        let whole = {
+            let spec = log_spectrogram(&samples);
+            let peaks = pick_peaks(spec.view(), Side::Reference);
+            let mut prints = Vec::new();
+            triplet_prints(&peaks, Side::Reference, |_| true, &mut prints);
+            prints
+        };
+        let mut blocked = fingerprint_samples(&samples, Side::Reference).prints;
+        let mut whole_sorted = whole.clone();
+        whole_sorted.sort();
+        blocked.sort();
+        assert!(!whole_sorted.is_empty());
+        assert_eq!(whole_sorted, blocked);
+    }
+
+    #[test]
+    fn streaming_matches_batch() {
+        let samples = melody(130.0, 3);
+        let batch = fingerprint_samples(&samples, Side::Reference);
+        let mut stream = StreamingFingerprinter::new(Side::Reference);
+        for chunk in samples.chunks(10_007) {
+            stream.push(chunk);
+        }
+        let streamed = stream.finish();
+        assert_eq!(streamed.frames, batch.frames);
+        let (mut a, mut b) = (batch.prints, streamed.prints);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn density_is_controlled() {
+        let samples = melody(30.0, 11);
+        let spec = log_spectrogram(&samples);
+        let peaks = pick_peaks(spec.view(), Side::Reference);
+        let per_second = peaks.len() as f64 / 30.0;
+        assert!(per_second > 3.0 && per_second <= 16.0, "{per_second}");
+        let fp = fingerprint_samples(&samples, Side::Reference);
+        let hashes_per_second = fp.prints.len() as f64 / fp.duration_s();
+        assert!(hashes_per_second < 60.0, "{hashes_per_second}");
+    }
+
+    #[test]
+    fn query_prints_cover_reference_prints() {
+        let samples = melody(20.0, 5);
+        let reference = fingerprint_samples(&samples, Side::Reference);
+        let query = fingerprint_samples(&samples, Side::Query);
+        let query_set: std::collections::HashSet<(u32, u32)> =
+            query.prints.iter().map(|p| (p.hash, p.t_frame)).collect();
+        let covered = reference
+            .prints
+            .iter()
+            .filter(|p| query_set.contains(&(p.hash, p.t_frame)))
+            .count();
+        let fraction = covered as f64 / reference.prints.len() as f64;
+        assert!(fraction > 0.8, "only {fraction:.2} of reference prints reproduced");
+    }
+
+    #[test]
+    fn silence_has_no_prints() {
+        let fp = fingerprint_samples(&vec![0.0; 80_000], Side::Query);
+        assert!(fp.prints.is_empty());
+    }
+}
