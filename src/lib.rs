@@ -34,6 +34,7 @@
 //!
 //! Core modules are synchronous and know nothing of async runtimes.
 
+pub mod cli;
 pub mod decode;
 pub mod engine;
 pub mod fingerprint;

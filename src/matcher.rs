@@ -1,14 +1,58 @@
-//! placeholder: the matcher is being written; this type is its output contract.
+//! Finds every registered work inside a query fingerprint.
+//!
+//! 1. **Gather.** Each distinct query hash is looked up once; every posting becomes
+//!    a hit `(t_query, t_ref, f_query, f_ref)` grouped by work.
+//! 2. **Vote.** For each work with enough raw hits, a Hough transform over the time
+//!    map `t_ref = s · t_query + o` tries every speed factor `s` on a fine grid
+//!    ([`MIN_SPEED`]..[`MAX_SPEED`]) and histograms the offsets `o`. The best bin is a
+//!    candidate alignment.
+//! 3. **Fit.** Hits near the candidate line are refitted by least squares (slope =
+//!    speed factor), then filtered by pitch consistency: all true hits share one
+//!    log-frequency shift `f_query − f_ref`, whose median gives the pitch factor.
+//! 4. **Split.** Inliers are split where the query has a gap longer than
+//!    [`MAX_GAP_S`], so a work used twice, or several works in one long mix, each get
+//!    their own time ranges. Inliers are removed and step 2 repeats for further
+//!    alignments of the same work.
+//! 5. **Score.** The score is the number of distinct query anchor frames supporting a
+//!    segment. Random alignments of unrelated audio rarely exceed a handful; the
+//!    default thresholds ([`MatcherConfig::default`]) are calibrated on audio not in
+//!    the index by the accuracy harness (`earmark eval`).
+
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
+
+use crate::fingerprint::{Fingerprint, FRAMES_PER_SECOND, Print};
+use crate::index::{Index, WorkRef};
+use crate::spectrogram::BINS_PER_OCTAVE;
+
+/// Speed-factor search range and step of the Hough transform.
+pub const MIN_SPEED: f64 = 0.86;
+pub const MAX_SPEED: f64 = 1.16;
+const SPEED_STEP: f64 = 0.004;
+/// Offset histogram bin width (frames).
+const OFFSET_BIN_FRAMES: f64 = 4.0;
+/// Inlier tolerance around the fitted line (frames).
+const INLIER_TOLERANCE_FRAMES: f64 = 4.0;
+/// Inlier tolerance around the median pitch shift (half log bins).
+const PITCH_TOLERANCE_HALF_BINS: i32 = 3;
+/// A query gap longer than this splits a match in two.
+pub const MAX_GAP_S: f64 = 4.0;
+/// Works with fewer raw hits are not examined.
+const MIN_RAW_HITS: usize = 5;
+/// Alignments examined per work.
+const MAX_ALIGNMENTS_PER_WORK: usize = 6;
+/// Postings visited per query hash at most (guards against pathological hashes).
+const MAX_POSTINGS_PER_LOOKUP: usize = 20_000;
 
 /// One registered work found inside a submission.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Match {
     /// Id of the registered work (the id given to `works add`).
     pub work_id: String,
-    /// Calibrated evidence score (higher is stronger); see `confident`.
+    /// Evidence score: distinct query anchor frames consistent with the alignment.
     pub score: f64,
-    /// Number of time-consistent hash hits supporting the match.
+    /// Number of time- and pitch-consistent hash hits supporting the match.
     pub hits: u32,
     /// Where the work sits in the submission (seconds).
     pub query_start_s: f64,
@@ -23,4 +67,314 @@ pub struct Match {
     /// True when the score clears the confident threshold; weaker matches are
     /// still reported (policy flags them for human review).
     pub confident: bool,
+}
+
+/// Decision thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MatcherConfig {
+    /// Segments scoring below this are not reported at all.
+    pub min_score: f64,
+    /// Segments scoring at least this are confident matches.
+    pub confident_score: f64,
+}
+
+/// Default reporting threshold (weak evidence, flagged for review).
+pub const DEFAULT_MIN_SCORE: f64 = 8.0;
+/// Default confident threshold (see `earmark eval` for its calibration).
+pub const DEFAULT_CONFIDENT_SCORE: f64 = 14.0;
+
+impl Default for MatcherConfig {
+    fn default() -> Self {
+        Self {
+            min_score: DEFAULT_MIN_SCORE,
+            confident_score: DEFAULT_CONFIDENT_SCORE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Hit {
+    tq: u32,
+    tr: u32,
+    fq: u8,
+    fr: u8,
+}
+
+/// Finds every work of `index` inside `query` (sorted by query start).
+pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) -> Vec<Match> {
+    let hits = gather_hits(index, &query.prints);
+    let mut matches: Vec<Match> = Vec::new();
+    for (work_ref, mut work_hits) in hits {
+        if work_hits.len() < MIN_RAW_HITS {
+            continue;
+        }
+        work_hits.sort_unstable();
+        work_hits.dedup_by(|a, b| a.tq == b.tq && a.tr == b.tr);
+        let Some(work) = index.work(work_ref) else {
+            continue;
+        };
+        for segment in align_work(work_hits) {
+            if segment.score >= config.min_score {
+                matches.push(segment.into_match(&work.id, config));
+            }
+        }
+    }
+    matches.sort_by(|a, b| {
+        a.query_start_s
+            .total_cmp(&b.query_start_s)
+            .then(b.score.total_cmp(&a.score))
+    });
+    matches
+}
+
+fn gather_hits(index: &Index, prints: &[Print]) -> HashMap<WorkRef, Vec<Hit>> {
+    let mut sorted: Vec<&Print> = prints.iter().collect();
+    sorted.sort_unstable_by_key(|p| (p.hash, p.t_frame, p.f_half_bins));
+    sorted.dedup_by_key(|p| (p.hash, p.t_frame, p.f_half_bins));
+    let mut hits: HashMap<WorkRef, Vec<Hit>> = HashMap::new();
+    let mut postings = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let hash = sorted[i].hash;
+        let mut j = i;
+        while j < sorted.len() && sorted[j].hash == hash {
+            j += 1;
+        }
+        postings.clear();
+        index.lookup(hash, |r, p| {
+            if postings.len() < MAX_POSTINGS_PER_LOOKUP {
+                postings.push((r, p));
+            }
+        });
+        for q in &sorted[i..j] {
+            for (r, p) in &postings {
+                hits.entry(*r).or_default().push(Hit {
+                    tq: q.t_frame,
+                    tr: p.t_frame,
+                    fq: q.f_half_bins,
+                    fr: p.f_half_bins,
+                });
+            }
+        }
+        i = j;
+    }
+    hits
+}
+
+/// A contiguous, consistent stretch of hits of one work.
+#[derive(Debug, Clone)]
+struct Segment {
+    score: f64,
+    hits: u32,
+    tq_start: f64,
+    tq_end: f64,
+    slope: f64,
+    intercept: f64,
+    pitch_half_bins: f64,
+}
+
+impl Segment {
+    fn into_match(self, work_id: &str, config: &MatcherConfig) -> Match {
+        let to_s = |frames: f64| frames / FRAMES_PER_SECOND;
+        let ref_at = |tq: f64| self.slope * tq + self.intercept;
+        let octaves = self.pitch_half_bins / 2.0 / BINS_PER_OCTAVE as f64;
+        Match {
+            work_id: work_id.to_string(),
+            score: self.score,
+            hits: self.hits,
+            query_start_s: to_s(self.tq_start),
+            query_end_s: to_s(self.tq_end),
+            ref_start_s: to_s(ref_at(self.tq_start)).max(0.0),
+            ref_end_s: to_s(ref_at(self.tq_end)).max(0.0),
+            speed_factor: self.slope,
+            pitch_factor: 2f64.powf(octaves),
+            confident: self.score >= config.confident_score,
+        }
+    }
+}
+
+fn align_work(mut hits: Vec<Hit>) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    for _ in 0..MAX_ALIGNMENTS_PER_WORK {
+        if hits.len() < MIN_RAW_HITS {
+            break;
+        }
+        let Some((slope, offset)) = best_alignment(&hits) else {
+            break;
+        };
+        let (inliers, rest): (Vec<Hit>, Vec<Hit>) = hits
+            .iter()
+            .partition(|h| residual(h, slope, offset).abs() <= INLIER_TOLERANCE_FRAMES);
+        if inliers.len() < MIN_RAW_HITS {
+            break;
+        }
+        let (slope, offset) = fit_line(&inliers).unwrap_or((slope, offset));
+        let inliers: Vec<Hit> = inliers
+            .into_iter()
+            .filter(|h| residual(h, slope, offset).abs() <= INLIER_TOLERANCE_FRAMES)
+            .collect();
+        let pitch = median_pitch(&inliers);
+        let consistent: Vec<Hit> = inliers
+            .into_iter()
+            .filter(|h| (pitch_shift(h) - pitch).abs() <= PITCH_TOLERANCE_HALF_BINS)
+            .collect();
+        segments.extend(split_segments(&consistent, slope, offset));
+        hits = rest;
+    }
+    segments
+}
+
+fn residual(h: &Hit, slope: f64, offset: f64) -> f64 {
+    f64::from(h.tr) - (slope * f64::from(h.tq) + offset)
+}
+
+fn pitch_shift(h: &Hit) -> i32 {
+    i32::from(h.fq) - i32::from(h.fr)
+}
+
+fn median_pitch(hits: &[Hit]) -> i32 {
+    let mut shifts: Vec<i32> = hits.iter().map(pitch_shift).collect();
+    shifts.sort_unstable();
+    shifts.get(shifts.len() / 2).copied().unwrap_or(0)
+}
+
+/// Hough vote over (speed, offset); returns the best line.
+fn best_alignment(hits: &[Hit]) -> Option<(f64, f64)> {
+    let steps = ((MAX_SPEED - MIN_SPEED) / SPEED_STEP).round() as usize;
+    let mut best: Option<(usize, f64, f64)> = None;
+    let mut bins: Vec<i64> = Vec::with_capacity(hits.len());
+    for step in 0..=steps {
+        let slope = MIN_SPEED + step as f64 * SPEED_STEP;
+        bins.clear();
+        bins.extend(hits.iter().map(|h| {
+            ((f64::from(h.tr) - slope * f64::from(h.tq)) / OFFSET_BIN_FRAMES).floor() as i64
+        }));
+        bins.sort_unstable();
+        // Count each bin together with its right neighbour (tolerates edge splits).
+        let mut i = 0;
+        while i < bins.len() {
+            let bin = bins[i];
+            let mut j = i;
+            while j < bins.len() && bins[j] == bin {
+                j += 1;
+            }
+            let mut k = j;
+            while k < bins.len() && bins[k] == bin + 1 {
+                k += 1;
+            }
+            let count = k - i;
+            if best.is_none_or(|(c, _, _)| count > c) {
+                let offset = (bin as f64 + 1.0) * OFFSET_BIN_FRAMES;
+                best = Some((count, slope, offset));
+            }
+            i = j;
+        }
+    }
+    best.map(|(_, slope, offset)| (slope, offset))
+}
+
+/// Least-squares line through the hits (`t_ref` against `t_query`).
+fn fit_line(hits: &[Hit]) -> Option<(f64, f64)> {
+    let n = hits.len() as f64;
+    let mean_q = hits.iter().map(|h| f64::from(h.tq)).sum::<f64>() / n;
+    let mean_r = hits.iter().map(|h| f64::from(h.tr)).sum::<f64>() / n;
+    let (mut sqq, mut sqr) = (0.0, 0.0);
+    for h in hits {
+        let dq = f64::from(h.tq) - mean_q;
+        sqq += dq * dq;
+        sqr += dq * (f64::from(h.tr) - mean_r);
+    }
+    if sqq < 1e-9 {
+        return None;
+    }
+    let slope = (sqr / sqq).clamp(MIN_SPEED, MAX_SPEED);
+    Some((slope, mean_r - slope * mean_q))
+}
+
+fn split_segments(hits: &[Hit], slope: f64, offset: f64) -> Vec<Segment> {
+    let mut sorted = hits.to_vec();
+    sorted.sort_unstable_by_key(|h| h.tq);
+    let max_gap = (MAX_GAP_S * FRAMES_PER_SECOND) as u32;
+    let mut segments = Vec::new();
+    let mut start = 0;
+    for i in 1..=sorted.len() {
+        if i == sorted.len() || sorted[i].tq - sorted[i - 1].tq > max_gap {
+            let run = &sorted[start..i];
+            let (slope, offset) = if run.len() >= 2 * MIN_RAW_HITS {
+                fit_line(run).unwrap_or((slope, offset))
+            } else {
+                (slope, offset)
+            };
+            let mut anchors: Vec<u32> = run.iter().map(|h| h.tq).collect();
+            anchors.dedup();
+            let mut shifts: Vec<i32> = run.iter().map(pitch_shift).collect();
+            shifts.sort_unstable();
+            let pitch = f64::from(shifts[shifts.len() / 2]);
+            segments.push(Segment {
+                score: anchors.len() as f64,
+                hits: run.len() as u32,
+                tq_start: f64::from(run[0].tq),
+                tq_end: f64::from(run[run.len() - 1].tq) + SEGMENT_TAIL_FRAMES,
+                slope,
+                intercept: offset,
+                pitch_half_bins: pitch,
+            });
+            start = i;
+        }
+    }
+    segments
+}
+
+/// Anchors mark the start of a triplet; a segment extends one triplet span past
+/// its last anchor.
+const SEGMENT_TAIL_FRAMES: f64 = crate::fingerprint::DT_AC_MAX_FRAMES as f64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(tq: u32, tr: u32) -> Hit {
+        Hit {
+            tq,
+            tr,
+            fq: 40,
+            fr: 40,
+        }
+    }
+
+    #[test]
+    fn hough_finds_stretched_line_among_noise() {
+        let mut hits: Vec<Hit> = (0..80).map(|i| hit(i * 10, (i as f64 * 10.0 * 1.07) as u32 + 500)).collect();
+        // Uniform clutter.
+        hits.extend((0..200u32).map(|i| hit((i * 37) % 800, (i * 7919) % 5000)));
+        let segments = align_work(hits);
+        let best = segments.iter().max_by(|a, b| a.score.total_cmp(&b.score)).unwrap();
+        assert!((best.slope - 1.07).abs() < 0.01, "slope {}", best.slope);
+        assert!(best.score >= 75.0, "score {}", best.score);
+        assert!((best.intercept - 500.0).abs() < 6.0, "intercept {}", best.intercept);
+    }
+
+    #[test]
+    fn gaps_split_segments() {
+        let mut hits: Vec<Hit> = (0..40).map(|i| hit(i * 5, i * 5 + 1000)).collect();
+        hits.extend((0..40).map(|i| hit(3000 + i * 5, 3000 + i * 5 + 1000)));
+        let segments = align_work(hits);
+        assert_eq!(segments.len(), 2);
+    }
+
+    #[test]
+    fn pitch_shift_is_estimated() {
+        let hits: Vec<Hit> = (0..40)
+            .map(|i| Hit {
+                tq: i * 5,
+                tr: i * 5,
+                fq: 44,
+                fr: 40,
+            })
+            .collect();
+        let segment = &align_work(hits)[0];
+        let m = segment.clone().into_match("w", &MatcherConfig::default());
+        // 4 half bins = 2 quarter tones = 1 semitone.
+        assert!((m.pitch_factor - 2f64.powf(1.0 / 12.0)).abs() < 1e-6);
+    }
 }

@@ -169,7 +169,7 @@ pub fn log_spectrogram(samples: &[f32]) -> Array2<f32> {
 #[inline]
 pub fn fast_log2(x: f32) -> f32 {
     let bits = x.to_bits();
-    let exponent = ((bits >> 23) & 0xff) as f32 - 127.0;
+    let exponent = ((bits >> 23) & 0xff) as f32 - 128.0;
     let mantissa = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
     exponent + (-0.344_848_43 * mantissa + 2.024_665_8) * mantissa - 0.674_877_6
 }

@@ -1,0 +1,441 @@
+//! `earmark eval`: the accuracy harness.
+//!
+//! Reads an evaluation set made by `scripts/make-eval-set.py` (`refs.jsonl`,
+//! `queries.jsonl`), registers every reference into a cached index, identifies every
+//! query, and reports recall per condition and excerpt length, false positives per
+//! hour of negatives, reference-time localisation error, a threshold sweep (so the
+//! default threshold is chosen on audio not in the index), and speed.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::decode::DecodeLimits;
+use crate::engine::{self, DataDir};
+use crate::fingerprint::CONFIG_ID;
+use crate::matcher::{Match, MatcherConfig};
+
+use super::{EXIT_CLEAN, Thresholds};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Evaluation set directory (refs.jsonl, queries.jsonl).
+    #[arg(long, env = "EARMARK_EVAL", default_value = "eval-cache/eval")]
+    pub set: PathBuf,
+    /// Write the full results as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Only run queries whose condition is in this comma-separated list.
+    #[arg(long)]
+    pub conditions: Option<String>,
+    /// Evaluate at most this many queries per (condition, length) cell.
+    #[arg(long)]
+    pub per_cell: Option<usize>,
+    /// Rebuild the cached reference index.
+    #[arg(long)]
+    pub rebuild: bool,
+    #[command(flatten)]
+    pub thresholds: Thresholds,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RefEntry {
+    work_id: String,
+    path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct QueryEntry {
+    query_id: String,
+    path: PathBuf,
+    condition: String,
+    length_s: f64,
+    work_id: Option<String>,
+    ref_start_s: Option<f64>,
+    query_start_s: Option<f64>,
+    query_end_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct QueryOutcome {
+    query_id: String,
+    condition: String,
+    length: String,
+    positive: bool,
+    duration_s: f64,
+    seconds: f64,
+    /// Score of the best correct, well-placed match (0 if none).
+    correct_score: f64,
+    /// Score of the best wrong match (another work, or anything on a negative).
+    wrong_score: f64,
+    ref_start_error_s: Option<f64>,
+    error: Option<String>,
+}
+
+fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+    let file = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(&line)
+                .with_context(|| format!("{}:{}: bad entry", path.display(), i + 1))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Builds (or reuses) the index of all references.
+fn reference_index(set: &Path, rebuild: bool) -> Result<DataDir> {
+    let data = DataDir::new(set.join(format!("index-{CONFIG_ID:08x}")));
+    let marker = data.root.join("complete");
+    if rebuild && data.root.exists() {
+        fs::remove_dir_all(&data.root)?;
+    }
+    if marker.exists() {
+        return Ok(data);
+    }
+    if data.root.exists() {
+        fs::remove_dir_all(&data.root)?;
+    }
+    let refs: Vec<RefEntry> = read_jsonl(&set.join("refs.jsonl"))?;
+    eprintln!("eval: registering {} reference tracks…", refs.len());
+    let started = Instant::now();
+    let writer = data.index_writer()?;
+    let limits = DecodeLimits::default();
+    let mut total_s = 0.0;
+    for chunk in refs.chunks(64) {
+        let jobs: Vec<(String, PathBuf)> = chunk
+            .iter()
+            .map(|r| (r.work_id.clone(), r.path.clone()))
+            .collect();
+        let mut prepared = Vec::new();
+        for result in engine::prepare_works(&jobs, &limits) {
+            match result {
+                Ok(work) => {
+                    total_s += work.info.duration_s;
+                    prepared.push(work);
+                }
+                Err(err) => eprintln!("eval: skipping reference: {err}"),
+            }
+        }
+        engine::commit_works(&writer, &prepared)?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!(
+        "eval: indexed {:.2} h of references in {elapsed:.1} s ({:.0}× realtime)",
+        total_s / 3600.0,
+        total_s / elapsed.max(1e-9)
+    );
+    fs::write(&marker, b"ok")?;
+    Ok(data)
+}
+
+fn length_label(q: &QueryEntry) -> String {
+    if q.work_id.is_some() {
+        format!("{:.0}s", q.length_s)
+    } else {
+        "neg".to_string()
+    }
+}
+
+fn evaluate_query(
+    index: &crate::index::Index,
+    q: &QueryEntry,
+    config: &MatcherConfig,
+) -> QueryOutcome {
+    let started = Instant::now();
+    let result = engine::identify_file(index, &q.path, &DecodeLimits::default(), config);
+    let seconds = started.elapsed().as_secs_f64();
+    let mut outcome = QueryOutcome {
+        query_id: q.query_id.clone(),
+        condition: q.condition.clone(),
+        length: length_label(q),
+        positive: q.work_id.is_some(),
+        duration_s: 0.0,
+        seconds,
+        correct_score: 0.0,
+        wrong_score: 0.0,
+        ref_start_error_s: None,
+        error: None,
+    };
+    match result {
+        Err(err) => outcome.error = Some(err.to_string()),
+        Ok(found) => {
+            outcome.duration_s = found.duration_s;
+            for m in &found.matches {
+                score_match(q, m, &mut outcome);
+            }
+        }
+    }
+    outcome
+}
+
+/// Tolerance when checking that a match lies where the excerpt was placed.
+const PLACEMENT_SLACK_S: f64 = 2.0;
+
+fn score_match(q: &QueryEntry, m: &Match, outcome: &mut QueryOutcome) {
+    let right_work = q.work_id.as_deref() == Some(m.work_id.as_str());
+    let placed = match (q.query_start_s, q.query_end_s) {
+        (Some(s), Some(e)) => m.query_end_s > s - PLACEMENT_SLACK_S && m.query_start_s < e + PLACEMENT_SLACK_S,
+        _ => true,
+    };
+    if right_work && placed {
+        if m.score > outcome.correct_score {
+            outcome.correct_score = m.score;
+            if let (Some(ref_start), Some(q_start)) = (q.ref_start_s, q.query_start_s) {
+                let predicted = m.ref_start_s + (q_start - m.query_start_s) * m.speed_factor;
+                outcome.ref_start_error_s = Some((predicted - ref_start).abs());
+            }
+        }
+    } else {
+        outcome.wrong_score = outcome.wrong_score.max(m.score);
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+struct Cell {
+    queries: usize,
+    found: usize,
+    wrong: usize,
+    errors: usize,
+    recall: f64,
+    median_ref_error_s: Option<f64>,
+    p95_ref_error_s: Option<f64>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(i).copied()
+}
+
+fn summarise(outcomes: &[QueryOutcome], threshold: f64) -> BTreeMap<(String, String), Cell> {
+    let mut cells: BTreeMap<(String, String), (Cell, Vec<f64>)> = BTreeMap::new();
+    for o in outcomes {
+        let (cell, errors) = cells
+            .entry((o.condition.clone(), o.length.clone()))
+            .or_default();
+        cell.queries += 1;
+        if o.error.is_some() {
+            cell.errors += 1;
+        }
+        if o.correct_score >= threshold {
+            cell.found += 1;
+            if let Some(e) = o.ref_start_error_s {
+                errors.push(e);
+            }
+        }
+        if o.wrong_score >= threshold {
+            cell.wrong += 1;
+        }
+    }
+    cells
+        .into_iter()
+        .map(|(key, (mut cell, mut errors))| {
+            errors.sort_by(f64::total_cmp);
+            cell.recall = cell.found as f64 / cell.queries.max(1) as f64;
+            cell.median_ref_error_s = percentile(&errors, 0.5);
+            cell.p95_ref_error_s = percentile(&errors, 0.95);
+            (key, cell)
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+struct SweepRow {
+    threshold: f64,
+    recall_10s: f64,
+    recall_5s: f64,
+    false_positives: usize,
+    false_positives_per_hour: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct EvalReport {
+    config_id: String,
+    confident_score: f64,
+    queries: usize,
+    negative_hours: f64,
+    false_positives: usize,
+    false_positives_per_hour: f64,
+    wrong_work_on_positives: usize,
+    median_ref_error_s: Option<f64>,
+    p95_ref_error_s: Option<f64>,
+    audio_seconds_per_second: f64,
+    latency_p50_s: Option<f64>,
+    latency_p95_s: Option<f64>,
+    latency_p99_s: Option<f64>,
+    cells: Vec<(String, String, Cell)>,
+    sweep: Vec<SweepRow>,
+    outcomes: Vec<QueryOutcome>,
+}
+
+const SWEEP_THRESHOLDS: [f64; 9] = [6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0, 25.0, 30.0];
+
+fn sweep(outcomes: &[QueryOutcome], negative_hours: f64) -> Vec<SweepRow> {
+    let recall = |len: &str, t: f64| {
+        let pos: Vec<&QueryOutcome> = outcomes.iter().filter(|o| o.positive && o.length == len).collect();
+        pos.iter().filter(|o| o.correct_score >= t).count() as f64 / pos.len().max(1) as f64
+    };
+    SWEEP_THRESHOLDS
+        .iter()
+        .map(|&t| {
+            let fp = outcomes
+                .iter()
+                .filter(|o| !o.positive && o.wrong_score >= t)
+                .count();
+            SweepRow {
+                threshold: t,
+                recall_10s: recall("10s", t),
+                recall_5s: recall("5s", t),
+                false_positives: fp,
+                false_positives_per_hour: fp as f64 / negative_hours.max(1e-9),
+            }
+        })
+        .collect()
+}
+
+pub fn run(args: &EvalArgs) -> Result<u8> {
+    super::require_dir(&args.set, "evaluation set")?;
+    let data = reference_index(&args.set, args.rebuild)?;
+    let index = data.open_index()?;
+    let mut queries: Vec<QueryEntry> = read_jsonl(&args.set.join("queries.jsonl"))?;
+    if let Some(list) = &args.conditions {
+        let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
+        queries.retain(|q| wanted.contains(&q.condition.as_str()));
+    }
+    if let Some(limit) = args.per_cell {
+        let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+        queries.retain(|q| {
+            let n = seen.entry((q.condition.clone(), length_label(q))).or_default();
+            *n += 1;
+            *n <= limit
+        });
+    }
+    let config = MatcherConfig {
+        min_score: SWEEP_THRESHOLDS[0].min(args.thresholds.min_score),
+        confident_score: args.thresholds.confident_score,
+    };
+    eprintln!("eval: {} queries against {} works…", queries.len(), index.live_work_count());
+    let started = Instant::now();
+    let outcomes: Vec<QueryOutcome> = queries
+        .par_iter()
+        .map(|q| evaluate_query(&index, q, &config))
+        .collect();
+    let wall = started.elapsed().as_secs_f64();
+    let report = build_report(outcomes, &config, wall);
+    print_report(&report);
+    if let Some(out) = &args.out {
+        fs::write(out, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("write {}", out.display()))?;
+        eprintln!("eval: wrote {}", out.display());
+    }
+    Ok(EXIT_CLEAN)
+}
+
+fn build_report(outcomes: Vec<QueryOutcome>, config: &MatcherConfig, wall_s: f64) -> EvalReport {
+    let threshold = config.confident_score;
+    let negative_hours: f64 = outcomes
+        .iter()
+        .filter(|o| !o.positive)
+        .map(|o| o.duration_s)
+        .sum::<f64>()
+        / 3600.0;
+    let cells = summarise(&outcomes, threshold);
+    let false_positives = outcomes
+        .iter()
+        .filter(|o| !o.positive && o.wrong_score >= threshold)
+        .count();
+    let wrong_work_on_positives = outcomes
+        .iter()
+        .filter(|o| o.positive && o.wrong_score >= threshold)
+        .count();
+    let mut errors: Vec<f64> = outcomes
+        .iter()
+        .filter(|o| o.correct_score >= threshold)
+        .filter_map(|o| o.ref_start_error_s)
+        .collect();
+    errors.sort_by(f64::total_cmp);
+    let mut latencies: Vec<f64> = outcomes.iter().map(|o| o.seconds).collect();
+    latencies.sort_by(f64::total_cmp);
+    let audio_s: f64 = outcomes.iter().map(|o| o.duration_s).sum();
+    EvalReport {
+        config_id: format!("{CONFIG_ID:#010x}"),
+        confident_score: threshold,
+        queries: outcomes.len(),
+        negative_hours,
+        false_positives,
+        false_positives_per_hour: false_positives as f64 / negative_hours.max(1e-9),
+        wrong_work_on_positives,
+        median_ref_error_s: percentile(&errors, 0.5),
+        p95_ref_error_s: percentile(&errors, 0.95),
+        audio_seconds_per_second: audio_s / wall_s.max(1e-9),
+        latency_p50_s: percentile(&latencies, 0.5),
+        latency_p95_s: percentile(&latencies, 0.95),
+        latency_p99_s: percentile(&latencies, 0.99),
+        cells: cells.into_iter().map(|((c, l), cell)| (c, l, cell)).collect(),
+        sweep: sweep(&outcomes, negative_hours),
+        outcomes,
+    }
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into())
+}
+
+fn print_report(r: &EvalReport) {
+    println!("\nearmark accuracy (config {}, confident score ≥ {})", r.config_id, r.confident_score);
+    println!("{:<16} {:>5} {:>6} {:>8} {:>6} {:>10} {:>10}", "condition", "len", "n", "recall", "wrong", "ref err50", "ref err95");
+    for (condition, length, c) in &r.cells {
+        println!(
+            "{:<16} {:>5} {:>6} {:>7.1}% {:>6} {:>10} {:>10}",
+            condition,
+            length,
+            c.queries,
+            if length == "neg" { 0.0 } else { 100.0 * c.recall },
+            c.wrong,
+            fmt_opt(c.median_ref_error_s),
+            fmt_opt(c.p95_ref_error_s)
+        );
+    }
+    println!(
+        "\nnegatives: {:.2} h, false positives {} ({:.2}/h); wrong work on positives: {}",
+        r.negative_hours, r.false_positives, r.false_positives_per_hour, r.wrong_work_on_positives
+    );
+    println!(
+        "ref_start error: median {} s, p95 {} s",
+        fmt_opt(r.median_ref_error_s),
+        fmt_opt(r.p95_ref_error_s)
+    );
+    println!(
+        "speed: {:.0} audio-s/s (decode+fingerprint+match, all cores); latency p50 {} s, p95 {} s, p99 {} s",
+        r.audio_seconds_per_second,
+        fmt_opt(r.latency_p50_s),
+        fmt_opt(r.latency_p95_s),
+        fmt_opt(r.latency_p99_s)
+    );
+    println!("\nthreshold sweep:   score  recall10s  recall5s  FP  FP/h");
+    for s in &r.sweep {
+        println!(
+            "                 {:>6.0}  {:>8.1}%  {:>7.1}%  {:>3}  {:.2}",
+            s.threshold,
+            100.0 * s.recall_10s,
+            100.0 * s.recall_5s,
+            s.false_positives,
+            s.false_positives_per_hour
+        );
+    }
+}

@@ -1,0 +1,609 @@
+//! The on-disk fingerprint index: hash → postings `(work, anchor frame, anchor freq)`.
+//!
+//! * Immutable [`segment`]s (CSR by hash prefix, checksummed, memory-mapped) hold
+//!   the postings; a JSON **manifest** names the live segments, their tombstoned
+//!   works and the index **generation** (bumped on every change).
+//! * Every write (new segment, manifest) goes to a temporary file that is fsynced
+//!   and renamed over the old name, then the directory is fsynced: a crash or kill
+//!   at any point leaves the previous manifest — and every segment it names —
+//!   intact. Files no manifest names (left by a crash) are removed by the next writer.
+//! * Adding works writes one new segment. Removing a work records a tombstone in the
+//!   manifest, honoured by readers at once. `compact` merges the live postings of
+//!   all segments into one and drops tombstoned ones.
+//! * One writer at a time: [`IndexWriter`] holds an exclusive lock on `LOCK`; a
+//!   second writer is refused. Readers take no lock and are never blocked: they
+//!   read the manifest, then map segments (which are never modified in place).
+
+pub mod segment;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fingerprint::{CONFIG_ID, FRAMES_PER_SECOND, Print};
+use segment::{Posting, Segment, SegmentWork};
+
+pub const MANIFEST_FILE: &str = "MANIFEST.json";
+const LOCK_FILE: &str = "LOCK";
+const SEGMENT_EXT: &str = "seg";
+const TMP_EXT: &str = "tmp";
+/// Attempts to open a consistent snapshot when a concurrent compaction removes
+/// a segment between reading the manifest and mapping it.
+const OPEN_RETRIES: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: corrupt index: {reason}; run `earmark index verify` and restore from backup or re-register the works")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: index format version {found}, this earmark reads version {expected}; re-register the works into a new data directory (or use the earmark release that wrote it)")]
+    FormatVersion {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{path}: index built with fingerprint config {found:#010x}, this earmark uses {expected:#010x}; re-register the works into a new data directory")]
+    ConfigMismatch {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{dir}: another earmark process is writing this index (lock held on {dir}/LOCK); retry when it has finished")]
+    Locked { dir: PathBuf },
+    #[error("work '{work_id}' is already in the index")]
+    DuplicateWork { work_id: String },
+    #[error("work '{work_id}' is not in the index")]
+    UnknownWork { work_id: String },
+    #[error("work '{work_id}' is {duration_s:.0} s long, longer than a segment can address")]
+    ReferenceTooLong { work_id: String, duration_s: f64 },
+    #[error("{count} works in one segment exceeds the maximum of {max}")]
+    TooManyWorks { count: usize, max: usize },
+}
+
+/// Writes `path` atomically: temp file, fsync, rename, fsync the directory.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), IndexError> {
+    let io_err = |source| IndexError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension(TMP_EXT);
+    let mut file = File::create(&tmp).map_err(io_err)?;
+    write(&mut file).map_err(io_err)?;
+    file.sync_all().map_err(io_err)?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_err)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), IndexError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| IndexError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// One live segment as named by the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentEntry {
+    pub file: String,
+    pub postings: u64,
+    /// Indices (in the segment's works table) of removed works.
+    #[serde(default)]
+    pub tombstones: Vec<u32>,
+}
+
+/// The manifest: the index's single source of truth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub config_id: u32,
+    pub generation: u64,
+    pub next_segment: u64,
+    pub segments: Vec<SegmentEntry>,
+}
+
+impl Manifest {
+    fn empty() -> Self {
+        Self {
+            format_version: segment::FORMAT_VERSION,
+            config_id: CONFIG_ID,
+            generation: 0,
+            next_segment: 1,
+            segments: Vec::new(),
+        }
+    }
+
+    fn load(dir: &Path) -> Result<Self, IndexError> {
+        let path = dir.join(MANIFEST_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::empty()),
+            Err(source) => return Err(IndexError::Io { path, source }),
+        };
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| IndexError::Corrupt {
+                path: path.clone(),
+                reason: format!("manifest: {e}"),
+            })?;
+        if manifest.format_version != segment::FORMAT_VERSION {
+            return Err(IndexError::FormatVersion {
+                path,
+                found: manifest.format_version,
+                expected: segment::FORMAT_VERSION,
+            });
+        }
+        if manifest.config_id != CONFIG_ID {
+            return Err(IndexError::ConfigMismatch {
+                path,
+                found: manifest.config_id,
+                expected: CONFIG_ID,
+            });
+        }
+        Ok(manifest)
+    }
+
+    fn store(&self, dir: &Path) -> Result<(), IndexError> {
+        let path = dir.join(MANIFEST_FILE);
+        let json = serde_json::to_vec_pretty(self).map_err(|e| IndexError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomically(&path, |f| f.write_all(&json))
+    }
+}
+
+/// Identifies a work inside an open index: (segment position, work position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkRef {
+    pub segment: u32,
+    pub work: u32,
+}
+
+/// A read-only snapshot of the index.
+#[derive(Debug)]
+pub struct Index {
+    dir: PathBuf,
+    manifest: Manifest,
+    segments: Vec<Segment>,
+    /// Per segment, per work: removed?
+    removed: Vec<Vec<bool>>,
+    live: HashMap<String, WorkRef>,
+}
+
+/// Summary figures for `earmark index stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexStats {
+    pub generation: u64,
+    pub config_id: String,
+    pub segments: usize,
+    pub live_works: usize,
+    pub tombstoned_works: usize,
+    pub postings: u64,
+    pub bytes: u64,
+    pub reference_hours: f64,
+    pub megabytes_per_hour: f64,
+}
+
+impl Index {
+    /// Opens the index in `dir` (an empty index if it does not exist yet).
+    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+        let mut attempt = 0;
+        loop {
+            match Self::open_once(dir) {
+                Err(IndexError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && attempt < OPEN_RETRIES =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(dir: &Path) -> Result<Self, IndexError> {
+        let manifest = Manifest::load(dir)?;
+        let mut segments = Vec::with_capacity(manifest.segments.len());
+        let mut removed = Vec::with_capacity(manifest.segments.len());
+        let mut live = HashMap::new();
+        for (si, entry) in manifest.segments.iter().enumerate() {
+            let seg = Segment::open(&dir.join(&entry.file), manifest.config_id)?;
+            let mut gone = vec![false; seg.works.len()];
+            for &t in &entry.tombstones {
+                if let Some(slot) = gone.get_mut(t as usize) {
+                    *slot = true;
+                }
+            }
+            for (wi, work) in seg.works.iter().enumerate() {
+                if !gone[wi] {
+                    live.insert(
+                        work.id.clone(),
+                        WorkRef {
+                            segment: si as u32,
+                            work: wi as u32,
+                        },
+                    );
+                }
+            }
+            removed.push(gone);
+            segments.push(seg);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            segments,
+            removed,
+            live,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.manifest.generation
+    }
+
+    pub fn contains(&self, work_id: &str) -> bool {
+        self.live.contains_key(work_id)
+    }
+
+    pub fn work_ids(&self) -> impl Iterator<Item = &str> {
+        self.live.keys().map(String::as_str)
+    }
+
+    pub fn work(&self, r: WorkRef) -> Option<&SegmentWork> {
+        self.segments
+            .get(r.segment as usize)
+            .and_then(|s| s.works.get(r.work as usize))
+    }
+
+    pub fn live_work_count(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Calls `visit` for every live posting of `hash`.
+    pub fn lookup(&self, hash: u32, mut visit: impl FnMut(WorkRef, Posting)) {
+        for (si, seg) in self.segments.iter().enumerate() {
+            let removed = &self.removed[si];
+            seg.lookup(hash, |p| {
+                if !removed.get(p.work as usize).copied().unwrap_or(true) {
+                    visit(
+                        WorkRef {
+                            segment: si as u32,
+                            work: p.work,
+                        },
+                        p,
+                    );
+                }
+            });
+        }
+    }
+
+    pub fn stats(&self) -> IndexStats {
+        let reference_s: f64 = self
+            .live
+            .values()
+            .filter_map(|r| self.work(*r))
+            .map(|w| w.duration_s)
+            .sum();
+        let bytes: u64 = self.segments.iter().map(Segment::file_bytes).sum();
+        let hours = reference_s / 3600.0;
+        IndexStats {
+            generation: self.manifest.generation,
+            config_id: format!("{:#010x}", self.manifest.config_id),
+            segments: self.segments.len(),
+            live_works: self.live.len(),
+            tombstoned_works: self.removed.iter().flatten().filter(|r| **r).count(),
+            postings: self.segments.iter().map(Segment::posting_count).sum(),
+            bytes,
+            reference_hours: hours,
+            megabytes_per_hour: if hours > 0.0 {
+                bytes as f64 / 1e6 / hours
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// Full verification of every segment (checksums, ordering, references).
+    pub fn verify(&self) -> Result<(), IndexError> {
+        for seg in &self.segments {
+            seg.verify()?;
+        }
+        Ok(())
+    }
+}
+
+/// The single writer of an index directory.
+#[derive(Debug)]
+pub struct IndexWriter {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl IndexWriter {
+    /// Takes the write lock (refusing if another process holds it) and removes
+    /// leftovers of interrupted writes.
+    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+        fs::create_dir_all(dir).map_err(|source| IndexError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| IndexError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(IndexError::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(IndexError::Io {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+        let writer = Self {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        };
+        writer.remove_orphans()?;
+        Ok(writer)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn remove_orphans(&self) -> Result<(), IndexError> {
+        let manifest = Manifest::load(&self.dir)?;
+        let entries = fs::read_dir(&self.dir).map_err(|source| IndexError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            let referenced = manifest.segments.iter().any(|s| s.file == name);
+            if ext == TMP_EXT || (ext == SEGMENT_EXT && !referenced) {
+                segment::remove_file_if_exists(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds works in one new segment; returns the new generation.
+    pub fn add_works(&self, works: &[(SegmentWork, &[Print])]) -> Result<u64, IndexError> {
+        let mut manifest = Manifest::load(&self.dir)?;
+        let current = Index::open(&self.dir)?;
+        let mut seen = std::collections::HashSet::new();
+        for (work, _) in works {
+            if current.contains(&work.id) || !seen.insert(work.id.as_str()) {
+                return Err(IndexError::DuplicateWork {
+                    work_id: work.id.clone(),
+                });
+            }
+        }
+        drop(current);
+        if works.is_empty() {
+            return Ok(manifest.generation);
+        }
+        let file = format!("seg-{:08}.{SEGMENT_EXT}", manifest.next_segment);
+        let postings = segment::write_segment(&self.dir.join(&file), CONFIG_ID, works)?;
+        manifest.next_segment += 1;
+        manifest.generation += 1;
+        manifest.segments.push(SegmentEntry {
+            file,
+            postings,
+            tombstones: Vec::new(),
+        });
+        manifest.store(&self.dir)?;
+        Ok(manifest.generation)
+    }
+
+    /// Tombstones a work; returns the new generation.
+    pub fn remove_work(&self, work_id: &str) -> Result<u64, IndexError> {
+        let mut manifest = Manifest::load(&self.dir)?;
+        let current = Index::open(&self.dir)?;
+        let r = current
+            .live
+            .get(work_id)
+            .copied()
+            .ok_or_else(|| IndexError::UnknownWork {
+                work_id: work_id.to_string(),
+            })?;
+        drop(current);
+        manifest.segments[r.segment as usize].tombstones.push(r.work);
+        manifest.generation += 1;
+        manifest.store(&self.dir)?;
+        Ok(manifest.generation)
+    }
+
+    /// Merges all live postings into one segment and drops tombstoned works.
+    pub fn compact(&self) -> Result<u64, IndexError> {
+        let mut manifest = Manifest::load(&self.dir)?;
+        let current = Index::open(&self.dir)?;
+        let mut works: Vec<SegmentWork> = Vec::new();
+        let mut prints: Vec<Vec<Print>> = Vec::new();
+        let mut remap: HashMap<WorkRef, usize> = HashMap::new();
+        for (si, seg) in current.segments.iter().enumerate() {
+            for (wi, work) in seg.works.iter().enumerate() {
+                if !current.removed[si][wi] {
+                    let r = WorkRef {
+                        segment: si as u32,
+                        work: wi as u32,
+                    };
+                    remap.insert(r, works.len());
+                    works.push(work.clone());
+                    prints.push(Vec::new());
+                }
+            }
+            seg.for_each_posting(|hash, p| {
+                let r = WorkRef {
+                    segment: si as u32,
+                    work: p.work,
+                };
+                if let Some(&i) = remap.get(&r) {
+                    prints[i].push(Print {
+                        hash,
+                        t_frame: p.t_frame,
+                        f_half_bins: p.f_half_bins,
+                    });
+                }
+            });
+        }
+        let old_files: Vec<String> = manifest.segments.iter().map(|s| s.file.clone()).collect();
+        drop(current);
+        let mut new_segments = Vec::new();
+        if !works.is_empty() {
+            let file = format!("seg-{:08}.{SEGMENT_EXT}", manifest.next_segment);
+            let pairs: Vec<(SegmentWork, &[Print])> = works
+                .into_iter()
+                .zip(prints.iter().map(Vec::as_slice))
+                .collect();
+            let postings = segment::write_segment(&self.dir.join(&file), CONFIG_ID, &pairs)?;
+            manifest.next_segment += 1;
+            new_segments.push(SegmentEntry {
+                file,
+                postings,
+                tombstones: Vec::new(),
+            });
+        }
+        manifest.segments = new_segments;
+        manifest.generation += 1;
+        manifest.store(&self.dir)?;
+        for file in old_files {
+            segment::remove_file_if_exists(&self.dir.join(file))?;
+        }
+        Ok(manifest.generation)
+    }
+}
+
+/// Seconds of reference audio represented by a frame count.
+pub fn frames_to_seconds(frames: u32) -> f64 {
+    f64::from(frames) / FRAMES_PER_SECOND
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn work(id: &str) -> SegmentWork {
+        SegmentWork {
+            id: id.into(),
+            duration_s: 10.0,
+            prints: 2,
+        }
+    }
+
+    fn prints(seed: u32) -> Vec<Print> {
+        (0..50)
+            .map(|i| Print {
+                hash: (seed * 1_000_003 + i * 7919) % (1 << 24),
+                t_frame: i * 3,
+                f_half_bins: 9,
+            })
+            .collect()
+    }
+
+    fn hits(index: &Index, hash: u32) -> Vec<String> {
+        let mut out = Vec::new();
+        index.lookup(hash, |r, _| out.push(index.work(r).unwrap().id.clone()));
+        out
+    }
+
+    #[test]
+    fn add_remove_compact_cycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = IndexWriter::open(dir.path()).unwrap();
+        let (pa, pb) = (prints(1), prints(2));
+        writer.add_works(&[(work("a"), &pa)]).unwrap();
+        writer.add_works(&[(work("b"), &pb)]).unwrap();
+        assert!(matches!(
+            writer.add_works(&[(work("a"), &pa)]),
+            Err(IndexError::DuplicateWork { .. })
+        ));
+        let index = Index::open(dir.path()).unwrap();
+        assert_eq!(hits(&index, pa[0].hash), vec!["a"]);
+        assert_eq!(index.live_work_count(), 2);
+
+        writer.remove_work("a").unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        assert!(hits(&index, pa[0].hash).is_empty(), "tombstone honoured at once");
+        assert_eq!(hits(&index, pb[0].hash), vec!["b"]);
+
+        let generation = writer.compact().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.generation(), generation);
+        assert_eq!(index.stats().segments, 1);
+        assert_eq!(index.stats().tombstoned_works, 0);
+        assert_eq!(hits(&index, pb[5].hash), vec!["b"]);
+        index.verify().unwrap();
+        // Re-adding a removed work is allowed.
+        writer.add_works(&[(work("a"), &pa)]).unwrap();
+        assert_eq!(hits(&Index::open(dir.path()).unwrap(), pa[0].hash), vec!["a"]);
+    }
+
+    #[test]
+    fn second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = IndexWriter::open(dir.path()).unwrap();
+        assert!(matches!(
+            IndexWriter::open(dir.path()),
+            Err(IndexError::Locked { .. })
+        ));
+    }
+
+    #[test]
+    fn interrupted_write_leaves_previous_state() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let writer = IndexWriter::open(dir.path()).unwrap();
+            writer.add_works(&[(work("a"), &prints(1))]).unwrap();
+        }
+        // Simulate a crash mid-write: a half-written segment and manifest temp file.
+        fs::write(dir.path().join("seg-00000009.seg.tmp"), b"half").unwrap();
+        fs::write(dir.path().join("seg-00000009.seg"), b"orphan").unwrap();
+        fs::write(dir.path().join("MANIFEST.json.tmp"), b"{ broken").unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.live_work_count(), 1);
+        let writer = IndexWriter::open(dir.path()).unwrap();
+        assert!(!dir.path().join("seg-00000009.seg").exists());
+        writer.add_works(&[(work("b"), &prints(2))]).unwrap();
+        assert_eq!(Index::open(dir.path()).unwrap().live_work_count(), 2);
+    }
+
+    #[test]
+    fn other_config_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut manifest = Manifest::empty();
+        manifest.config_id = 7;
+        manifest.store(dir.path()).unwrap();
+        let err = Index::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("re-register"), "{err}");
+    }
+}
