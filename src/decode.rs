@@ -340,6 +340,7 @@ fn decode_source(
         })?
         .clone();
     let declared_frames = track.num_frames;
+    let time_base = track.time_base;
     let source_rate = params.sample_rate.ok_or_else(|| DecodeError::BadParameters {
         input: input_name(),
         reason: "sample rate not declared".into(),
@@ -437,11 +438,22 @@ fn decode_source(
             });
         }
         let frames = buffer.frames();
+        // Encoder delay and padding (gapless trimming), signalled per packet.
+        let to_frames = |d: u64| match time_base {
+            Some(tb) => (u128::from(d) * u128::from(source_rate) * u128::from(tb.numer.get())
+                / u128::from(tb.denom.get())) as usize,
+            None => d as usize,
+        };
+        let trim_start = to_frames(packet.trim_start.get()).min(frames);
+        let trim_end = to_frames(packet.trim_end.get()).min(frames - trim_start);
+        let frames = frames - trim_start - trim_end;
         if frames == 0 {
             continue;
         }
         buffer.copy_to_vec_interleaved(&mut interleaved);
-        downmix(&interleaved, buffer_channels, &mut mono);
+        let kept = &interleaved
+            [trim_start * buffer_channels..(trim_start + frames) * buffer_channels];
+        downmix(kept, buffer_channels, &mut mono);
         decoded_frames += frames as u64;
         check_duration(
             input,

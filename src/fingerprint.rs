@@ -40,12 +40,12 @@
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
-use crate::spectrogram::{self, FFT_SIZE, HOP_SAMPLES, log_spectrogram};
+use crate::spectrogram::{self, FFT_SIZE, HOP_SAMPLES, Spectrogram};
 
 pub use crate::spectrogram::{FRAMES_PER_SECOND, SAMPLE_RATE_HZ};
 
 /// Identifies the fingerprint parameters; stored in every index segment.
-pub const CONFIG_ID: u32 = 0x0001_0003;
+pub const CONFIG_ID: u32 = 0x0001_0007;
 
 /// Peaks must exceed the mean log2 power of their frame by this much (≈ 3 dB/unit).
 pub const MIN_PROMINENCE: f32 = 1.0;
@@ -61,22 +61,23 @@ pub const DT_AC_MAX_FRAMES: f32 = 48.0;
 pub const DT_MIN_GAP_FRAMES: f32 = 2.0;
 /// Largest |Δf| inside a triplet (log bins: 24 = one octave).
 pub const DF_MAX_BINS: f32 = 24.0;
+/// Smallest |Δf| between any two peaks of a triplet: repeated peaks of one
+/// sustained partial make near-identical hashes in every recording.
+pub const DF_MIN_BINS: f32 = 1.0;
 
 /// Quantisation of the hash fields.
 const RATIO_LEVELS: f32 = 16.0;
-const DT_LOG_BIN_WIDTH: f32 = 0.3;
-const DT_LOG_BINS: i32 = 8;
-const BAND_BINS: f32 = 12.0;
-const BANDS: i32 = 8;
+const DT_LOG_BIN_WIDTH: f32 = 0.5;
+const DT_LOG_BINS: i32 = 4;
+const BAND_BINS: f32 = 24.0;
+const BANDS: i32 = 4;
 const DF_LEVELS: i32 = 49;
 
 /// Multi-probe margins (in quantisation units of each field).
 const PROBE_MARGIN_DF: f32 = 0.2;
-const PROBE_MARGIN_RATIO: f32 = 0.3;
-const PROBE_MARGIN_DT: f32 = 0.35;
-const PROBE_MARGIN_BAND: f32 = 0.3;
-/// Probe the runner-up as "loudest" when within this many log2 units (≈ 3 dB).
-const PROBE_MARGIN_LOUDEST: f32 = 1.0;
+const PROBE_MARGIN_RATIO: f32 = 0.25;
+const PROBE_MARGIN_DT: f32 = 0.2;
+const PROBE_MARGIN_BAND: f32 = 0.15;
 
 /// Frames per parallel block (≈ 20 s).
 pub const BLOCK_FRAMES: usize = 2_500;
@@ -99,25 +100,30 @@ struct SideParams {
     neighbourhood_frames: usize,
     /// Peaks kept per second (per sliding second).
     peaks_per_second: usize,
-    /// Partners considered per anchor (triplets = C(fanout, 2)).
+    /// Partners considered per anchor.
     fanout: usize,
+    /// Triplets kept per anchor (earliest partner pairs first).
+    triplets_per_anchor: usize,
 }
 
-/// Reference fan-out: 3 partners → 3 triplets per anchor.
-pub const REF_FANOUT: usize = 3;
+/// Reference: partners considered and triplets stored per anchor.
+pub const REF_FANOUT: usize = 6;
+pub const REF_TRIPLETS_PER_ANCHOR: usize = 5;
 
 const REFERENCE: SideParams = SideParams {
     neighbourhood_bins: 8,
     neighbourhood_frames: 10,
-    peaks_per_second: 15,
+    peaks_per_second: 18,
     fanout: REF_FANOUT,
+    triplets_per_anchor: REF_TRIPLETS_PER_ANCHOR,
 };
 
 const QUERY: SideParams = SideParams {
-    neighbourhood_bins: 6,
-    neighbourhood_frames: 7,
-    peaks_per_second: 30,
-    fanout: 7,
+    neighbourhood_bins: 8,
+    neighbourhood_frames: 10,
+    peaks_per_second: 26,
+    fanout: 9,
+    triplets_per_anchor: usize::MAX,
 };
 
 impl Side {
@@ -136,13 +142,13 @@ pub struct Peak {
     pub f: f32,
     pub level: f32,
     pub prominence: f32,
-    frame: u32,
+    pub frame: u32,
 }
 
 /// One hash with the anchor's position: what the index stores and the query looks up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Print {
-    /// 24-bit hash (see module docs).
+    /// 20-bit hash (see module docs).
     pub hash: u32,
     /// Anchor frame.
     pub t_frame: u32,
@@ -151,7 +157,7 @@ pub struct Print {
 }
 
 /// Number of significant bits in [`Print::hash`].
-pub const HASH_BITS: u32 = 24;
+pub const HASH_BITS: u32 = 20;
 
 /// Fingerprint of one input.
 #[derive(Debug, Clone, Default)]
@@ -216,9 +222,9 @@ fn fingerprint_block(
     keep_to: usize,
     side: Side,
 ) -> Fingerprint {
-    let spec = log_spectrogram(samples);
-    let frames = spec.nrows();
-    let peaks = pick_peaks(spec.view(), side);
+    let spec = spectrogram::spectrogram(samples);
+    let frames = spec.log.nrows();
+    let peaks = pick_peaks(&spec, side);
     let mut prints = Vec::new();
     let offset = frame_offset as u32;
     let lo = keep_from.saturating_sub(frame_offset) as u32;
@@ -231,7 +237,8 @@ fn fingerprint_block(
 }
 
 /// Picks peaks at the side's density (see module docs).
-pub fn pick_peaks(spec: ArrayView2<f32>, side: Side) -> Vec<Peak> {
+pub fn pick_peaks(spectrogram: &Spectrogram, side: Side) -> Vec<Peak> {
+    let spec = spectrogram.log.view();
     let p = side.params();
     let (frames, bins) = spec.dim();
     if frames == 0 || bins == 0 {
@@ -247,19 +254,21 @@ pub fn pick_peaks(spec: ArrayView2<f32>, side: Side) -> Vec<Peak> {
     for t in 0..frames {
         let t_lo = t.saturating_sub(nt);
         let t_hi = (t + nt).min(frames - 1);
-        for k in 0..bins {
+        // Edge bins are not local maxima of the spectrum, only of the grid.
+        for k in 1..bins.saturating_sub(1) {
             let v = spec[[t, k]];
             if v < SILENCE_LOG2 || v - frame_mean[t] < MIN_PROMINENCE || v < freq_max[[t, k]] {
                 continue;
             }
-            if (t_lo..=t_hi).any(|u| u != t && freq_max[[u, k]] > v) {
+            // Strict maximum with ties resolved to the earliest frame and lowest bin,
+            // so a plateau yields exactly one peak.
+            if (t + 1..=t_hi).any(|u| freq_max[[u, k]] > v)
+                || (t_lo..t).any(|u| freq_max[[u, k]] >= v)
+                || (k.saturating_sub(p.neighbourhood_bins)..k).any(|j| spec[[t, j]] >= v)
+            {
                 continue;
             }
-            // Ties: keep only the first (earliest, lowest) of equal maxima.
-            if (t_lo..t).any(|u| freq_max[[u, k]] >= v && spec[[u, k]] >= v) {
-                continue;
-            }
-            candidates.push(refine(spec, t, k, v - frame_mean[t]));
+            candidates.push(refine(spectrogram, t, k, v - frame_mean[t]));
         }
     }
     limit_density(candidates, p.peaks_per_second)
@@ -284,23 +293,20 @@ fn max_filter_bins(spec: ArrayView2<f32>, half: usize) -> Array2<f32> {
     out
 }
 
-/// Parabolic refinement of a peak's time and frequency.
-fn refine(spec: ArrayView2<f32>, t: usize, k: usize, prominence: f32) -> Peak {
-    let (frames, bins) = spec.dim();
+/// Parabolic refinement of a peak's time (on the log grid) and frequency (on the
+/// linear FFT bins, see [`Spectrogram::refine_frequency`]).
+fn refine(spectrogram: &Spectrogram, t: usize, k: usize, prominence: f32) -> Peak {
+    let spec = spectrogram.log.view();
+    let frames = spec.nrows();
     let v = spec[[t, k]];
     let dt = if t > 0 && t + 1 < frames {
         parabolic_offset(spec[[t - 1, k]], v, spec[[t + 1, k]])
     } else {
         0.0
     };
-    let df = if k > 0 && k + 1 < bins {
-        parabolic_offset(spec[[t, k - 1]], v, spec[[t, k + 1]])
-    } else {
-        0.0
-    };
     Peak {
         t: t as f32 + dt,
-        f: k as f32 + df,
+        f: spectrogram.refine_frequency(t, k).max(0.0),
         level: v,
         prominence,
         frame: t as u32,
@@ -397,18 +403,23 @@ impl Field {
 }
 
 /// Builds triplet prints for anchors accepted by `keep_anchor` (anchor frame).
+///
+/// Partners are the next peaks in the anchor's target zone (at least
+/// [`DT_MIN_GAP_FRAMES`] later, within ±[`DF_MAX_BINS`]). Pairs of partners are taken
+/// in order of the later partner, then the earlier one — `(1,2), (1,3), (2,3),
+/// (1,4)…` — so the earliest, most reproducible combinations come first; the
+/// reference keeps the first few valid ones, the query all of them.
 pub fn triplet_prints(
     peaks: &[Peak],
     side: Side,
     keep_anchor: impl Fn(u32) -> bool,
     out: &mut Vec<Print>,
 ) {
-    let fanout = side.params().fanout;
+    let params = side.params();
     let probe = side == Side::Query;
-    // Peaks are sorted by frame; sort by refined time for partner order.
     let mut order: Vec<&Peak> = peaks.iter().collect();
     order.sort_by(|a, b| a.t.total_cmp(&b.t));
-    let mut partners: Vec<&Peak> = Vec::with_capacity(fanout);
+    let mut partners: Vec<&Peak> = Vec::with_capacity(params.fanout);
     for (i, a) in order.iter().enumerate() {
         if !keep_anchor(a.frame) {
             continue;
@@ -419,17 +430,23 @@ pub fn triplet_prints(
             if dt > DT_AC_MAX_FRAMES {
                 break;
             }
-            if dt >= DT_MIN_GAP_FRAMES && (b.f - a.f).abs() <= DF_MAX_BINS {
+            let df = (b.f - a.f).abs();
+            if dt >= DT_MIN_GAP_FRAMES && (DF_MIN_BINS..=DF_MAX_BINS).contains(&df) {
                 partners.push(b);
-                if partners.len() == fanout {
+                if partners.len() == params.fanout {
                     break;
                 }
             }
         }
-        for (j, b) in partners.iter().enumerate() {
-            for c in &partners[j + 1..] {
+        let mut made = 0;
+        'pairs: for (k, c) in partners.iter().enumerate() {
+            for b in &partners[..k] {
                 if let Some(fields) = triplet_fields(a, b, c, probe) {
                     emit_hashes(&fields, a, out);
+                    made += 1;
+                    if made == params.triplets_per_anchor {
+                        break 'pairs;
+                    }
                 }
             }
         }
@@ -442,13 +459,13 @@ struct TripletFields {
     df_ac: Field,
     ratio: Field,
     dt: Field,
-    loudest: Field,
 }
 
 fn triplet_fields(a: &Peak, b: &Peak, c: &Peak, probe: bool) -> Option<TripletFields> {
     let dt_ab = b.t - a.t;
     let dt_ac = c.t - a.t;
-    if dt_ac < DT_AC_MIN_FRAMES || c.t - b.t < DT_MIN_GAP_FRAMES {
+    if dt_ac < DT_AC_MIN_FRAMES || c.t - b.t < DT_MIN_GAP_FRAMES || (c.f - b.f).abs() < DF_MIN_BINS
+    {
         return None;
     }
     let half_df = (DF_LEVELS - 1) / 2;
@@ -461,18 +478,7 @@ fn triplet_fields(a: &Peak, b: &Peak, c: &Peak, probe: bool) -> Option<TripletFi
         df_ac: Field::rounded(c.f - a.f, PROBE_MARGIN_DF, -half_df, half_df, probe),
         ratio: Field::floored(ratio_x, PROBE_MARGIN_RATIO, 0, RATIO_LEVELS as i32 - 1, probe),
         dt: Field::floored(dt_x, PROBE_MARGIN_DT, 0, DT_LOG_BINS - 1, probe),
-        loudest: loudest_field(a, b, c, probe),
     })
-}
-
-fn loudest_field(a: &Peak, b: &Peak, c: &Peak, probe: bool) -> Field {
-    let mut levels = [(a.level, 0), (b.level, 1), (c.level, 2)];
-    levels.sort_by(|x, y| y.0.total_cmp(&x.0));
-    let alt = (probe && levels[0].0 - levels[1].0 < PROBE_MARGIN_LOUDEST).then_some(levels[1].1);
-    Field {
-        value: levels[0].1,
-        alt,
-    }
 }
 
 fn emit_hashes(f: &TripletFields, anchor: &Peak, out: &mut Vec<Print>) {
@@ -483,21 +489,11 @@ fn emit_hashes(f: &TripletFields, anchor: &Peak, out: &mut Vec<Print>) {
             for df_ac in f.df_ac.options() {
                 for ratio in f.ratio.options() {
                     for dt in f.dt.options() {
-                        for loudest in f.loudest.options() {
-                            let hash = pack_hash(
-                                band,
-                                df_ab + half_df,
-                                df_ac + half_df,
-                                ratio,
-                                dt,
-                                loudest,
-                            );
-                            out.push(Print {
-                                hash,
-                                t_frame: anchor.frame,
-                                f_half_bins,
-                            });
-                        }
+                        out.push(Print {
+                            hash: pack_hash(band, df_ab + half_df, df_ac + half_df, ratio, dt),
+                            t_frame: anchor.frame,
+                            f_half_bins,
+                        });
                     }
                 }
             }
@@ -505,15 +501,14 @@ fn emit_hashes(f: &TripletFields, anchor: &Peak, out: &mut Vec<Print>) {
     }
 }
 
-/// Packs the fields into a 24-bit hash: band 3 | Δf_ab 6 | Δf_ac 6 | ratio 4 | Δt 3 | loudest 2.
-fn pack_hash(band: i32, df_ab: i32, df_ac: i32, ratio: i32, dt: i32, loudest: i32) -> u32 {
+/// Packs the fields into a 20-bit hash: band 2 | Δf_ab 6 | Δf_ac 6 | ratio 4 | Δt 2.
+fn pack_hash(band: i32, df_ab: i32, df_ac: i32, ratio: i32, dt: i32) -> u32 {
     let field = |v: i32, bits: u32| (v as u32) & ((1 << bits) - 1);
-    (field(band, 3) << 21)
-        | (field(df_ab, 6) << 15)
-        | (field(df_ac, 6) << 9)
-        | (field(ratio, 4) << 5)
-        | (field(dt, 3) << 2)
-        | field(loudest, 2)
+    (field(band, 2) << 18)
+        | (field(df_ab, 6) << 12)
+        | (field(df_ac, 6) << 6)
+        | (field(ratio, 4) << 2)
+        | field(dt, 2)
 }
 
 /// Incremental fingerprinting of a stream of mono blocks: memory stays bounded by
@@ -651,17 +646,17 @@ mod tests {
 
     #[test]
     fn hash_fits_in_hash_bits() {
-        let h = pack_hash(7, 48, 48, 15, 7, 2);
+        let h = pack_hash(3, 48, 48, 15, 3);
         assert!(h < (1 << HASH_BITS));
-        assert_ne!(pack_hash(1, 2, 3, 4, 5, 1), pack_hash(1, 2, 3, 4, 5, 2));
+        assert_ne!(pack_hash(1, 2, 3, 4, 1), pack_hash(1, 2, 3, 4, 2));
     }
 
     #[test]
     fn blocks_match_whole_signal() {
         let samples = melody(45.0, 7);
         let whole = {
-            let spec = log_spectrogram(&samples);
-            let peaks = pick_peaks(spec.view(), Side::Reference);
+            let spec = spectrogram::spectrogram(&samples);
+            let peaks = pick_peaks(&spec, Side::Reference);
             let mut prints = Vec::new();
             triplet_prints(&peaks, Side::Reference, |_| true, &mut prints);
             prints
@@ -693,8 +688,8 @@ mod tests {
     #[test]
     fn density_is_controlled() {
         let samples = melody(30.0, 11);
-        let spec = log_spectrogram(&samples);
-        let peaks = pick_peaks(spec.view(), Side::Reference);
+        let spec = spectrogram::spectrogram(&samples);
+        let peaks = pick_peaks(&spec, Side::Reference);
         let per_second = peaks.len() as f64 / 30.0;
         assert!(per_second > 3.0 && per_second <= 16.0, "{per_second}");
         let fp = fingerprint_samples(&samples, Side::Reference);

@@ -36,6 +36,9 @@ const OFFSET_BIN_FRAMES: f64 = 4.0;
 const INLIER_TOLERANCE_FRAMES: f64 = 4.0;
 /// Inlier tolerance around the median pitch shift (half log bins).
 const PITCH_TOLERANCE_HALF_BINS: i32 = 3;
+/// Largest pitch shift considered (half log bins: 12 = 3 semitones), which also
+/// covers speed changes of ±15 %.
+const MAX_PITCH_SHIFT_HALF_BINS: i32 = 12;
 /// A query gap longer than this splits a match in two.
 pub const MAX_GAP_S: f64 = 4.0;
 /// Works with fewer raw hits are not examined.
@@ -148,6 +151,11 @@ fn gather_hits(index: &Index, prints: &[Print]) -> HashMap<WorkRef, Vec<Hit>> {
         });
         for q in &sorted[i..j] {
             for (r, p) in &postings {
+                if (i32::from(q.f_half_bins) - i32::from(p.f_half_bins)).abs()
+                    > MAX_PITCH_SHIFT_HALF_BINS
+                {
+                    continue;
+                }
                 hits.entry(*r).or_default().push(Hit {
                     tq: q.t_frame,
                     tr: p.t_frame,
@@ -307,9 +315,8 @@ fn split_segments(hits: &[Hit], slope: f64, offset: f64) -> Vec<Segment> {
             };
             let mut anchors: Vec<u32> = run.iter().map(|h| h.tq).collect();
             anchors.dedup();
-            let mut shifts: Vec<i32> = run.iter().map(pitch_shift).collect();
-            shifts.sort_unstable();
-            let pitch = f64::from(shifts[shifts.len() / 2]);
+            let pitch =
+                run.iter().map(|h| f64::from(pitch_shift(h))).sum::<f64>() / run.len() as f64;
             segments.push(Segment {
                 score: anchors.len() as f64,
                 hits: run.len() as u32,

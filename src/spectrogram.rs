@@ -102,7 +102,7 @@ impl FftWorkspace {
         }
     }
 
-    fn frame(&mut self, samples: &[f32], row: &mut [f32]) {
+    fn frame(&mut self, samples: &[f32], row: &mut [f32], power_row: &mut [f32]) {
         for ((dst, &x), &w) in self.input.iter_mut().zip(samples).zip(&self.window) {
             *dst = x * w;
         }
@@ -114,11 +114,13 @@ impl FftWorkspace {
             .is_err()
         {
             row.fill(fast_log2(POWER_FLOOR));
+            power_row.fill(0.0);
             return;
         }
         for (p, c) in self.power.iter_mut().zip(&self.output) {
             *p = c.re * c.re + c.im * c.im;
         }
+        power_row.copy_from_slice(&self.power);
         for (dst, source) in row.iter_mut().zip(&self.sources) {
             let power = match *source {
                 BinSource::Interpolate { lo, frac } => {
@@ -147,22 +149,85 @@ pub fn frame_count(sample_count: usize) -> usize {
     }
 }
 
-/// Log-power spectrogram (`frames × log bins`) of mono samples at [`SAMPLE_RATE_HZ`].
-pub fn log_spectrogram(samples: &[f32]) -> Array2<f32> {
-    let frames = frame_count(samples.len());
-    let bins = log_bin_count();
-    let mut out = Array2::<f32>::zeros((frames, bins));
-    WORKSPACE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let ws = slot.get_or_insert_with(FftWorkspace::new);
-        for (t, mut row) in out.outer_iter_mut().enumerate() {
-            let start = t * HOP_SAMPLES;
-            if let Some(row) = row.as_slice_mut() {
-                ws.frame(&samples[start..start + FFT_SIZE], row);
+/// Spectrogram of one signal: the log-frequency grid used for peak picking and
+/// the linear power spectrum used to refine peak frequencies.
+#[derive(Debug, Clone)]
+pub struct Spectrogram {
+    /// `frames × log bins`, log2 power.
+    pub log: Array2<f32>,
+    /// `frames × (FFT_SIZE/2 + 1)` linear power.
+    pub power: Array2<f32>,
+    sources: Vec<BinSource>,
+}
+
+impl Spectrogram {
+    /// Precise frequency (fractional log bin) of a peak found at log bin `k` of
+    /// frame `t`: parabolic interpolation of log power around the strongest linear
+    /// FFT bin feeding that log bin.
+    pub fn refine_frequency(&self, t: usize, k: usize) -> f32 {
+        let row = self.power.row(t);
+        let last = row.len() - 1;
+        let (lo, hi) = match self.sources.get(k) {
+            Some(BinSource::Interpolate { lo, .. }) => (*lo, (*lo + 1).min(last)),
+            Some(BinSource::Max { lo, hi }) => (*lo, (*hi).min(last)),
+            None => return k as f32,
+        };
+        let mut j = lo;
+        for i in lo..=hi {
+            if row[i] > row[j] {
+                j = i;
             }
         }
+        let delta = if j > 0 && j < last {
+            let l = fast_log2(row[j - 1] + POWER_FLOOR);
+            let c = fast_log2(row[j] + POWER_FLOOR);
+            let r = fast_log2(row[j + 1] + POWER_FLOOR);
+            let denom = l - 2.0 * c + r;
+            if denom.abs() < 1e-6 {
+                0.0
+            } else {
+                (0.5 * (l - r) / denom).clamp(-0.5, 0.5)
+            }
+        } else {
+            0.0
+        };
+        let hz = (j as f64 + f64::from(delta)) * f64::from(SAMPLE_RATE_HZ) / FFT_SIZE as f64;
+        if hz <= 0.0 {
+            return k as f32;
+        }
+        ((hz / MIN_FREQ_HZ).log2() * BINS_PER_OCTAVE as f64) as f32
+    }
+}
+
+/// Spectrogram of mono samples at [`SAMPLE_RATE_HZ`].
+pub fn spectrogram(samples: &[f32]) -> Spectrogram {
+    let frames = frame_count(samples.len());
+    let bins = log_bin_count();
+    let mut log = Array2::<f32>::zeros((frames, bins));
+    let mut power = Array2::<f32>::zeros((frames, FFT_SIZE / 2 + 1));
+    let sources = WORKSPACE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let ws = slot.get_or_insert_with(FftWorkspace::new);
+        for (t, (mut row, mut power_row)) in
+            log.outer_iter_mut().zip(power.outer_iter_mut()).enumerate()
+        {
+            let start = t * HOP_SAMPLES;
+            if let (Some(row), Some(power_row)) = (row.as_slice_mut(), power_row.as_slice_mut()) {
+                ws.frame(&samples[start..start + FFT_SIZE], row, power_row);
+            }
+        }
+        ws.sources.clone()
     });
-    out
+    Spectrogram {
+        log,
+        power,
+        sources,
+    }
+}
+
+/// Log-power spectrogram (`frames × log bins`) of mono samples at [`SAMPLE_RATE_HZ`].
+pub fn log_spectrogram(samples: &[f32]) -> Array2<f32> {
+    spectrogram(samples).log
 }
 
 /// log2 with < 0.05 absolute error (≈ 0.15 dB), several times faster than `f32::log2`.

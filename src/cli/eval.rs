@@ -76,6 +76,8 @@ struct QueryOutcome {
     /// Score of the best wrong match (another work, or anything on a negative).
     wrong_score: f64,
     ref_start_error_s: Option<f64>,
+    /// The best wrong match, for diagnosis.
+    wrong_match: Option<Match>,
     error: Option<String>,
 }
 
@@ -167,6 +169,7 @@ fn evaluate_query(
         correct_score: 0.0,
         wrong_score: 0.0,
         ref_start_error_s: None,
+        wrong_match: None,
         error: None,
     };
     match result {
@@ -198,8 +201,9 @@ fn score_match(q: &QueryEntry, m: &Match, outcome: &mut QueryOutcome) {
                 outcome.ref_start_error_s = Some((predicted - ref_start).abs());
             }
         }
-    } else {
-        outcome.wrong_score = outcome.wrong_score.max(m.score);
+    } else if m.score > outcome.wrong_score {
+        outcome.wrong_score = m.score;
+        outcome.wrong_match = Some(m.clone());
     }
 }
 

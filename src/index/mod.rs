@@ -523,7 +523,7 @@ mod tests {
     fn prints(seed: u32) -> Vec<Print> {
         (0..50)
             .map(|i| Print {
-                hash: (seed * 1_000_003 + i * 7919) % (1 << 24),
+                hash: (seed * 1_000_003 + i * 7919) % (1 << 20),
                 t_frame: i * 3,
                 f_half_bins: 9,
             })

@@ -33,6 +33,7 @@ const T_BITS: u32 = 21;
 const F_BITS: u32 = 8;
 const WORK_BITS: u32 = 20;
 const LOW_HASH_BITS: u32 = 15;
+const _: () = assert!(HASH_BITS > LOW_HASH_BITS && HASH_BITS <= 24);
 /// Longest reference a segment can address (frames).
 pub const MAX_T_FRAME: u32 = (1 << T_BITS) - 1;
 /// Most works one segment can hold.
@@ -446,8 +447,8 @@ mod tests {
     fn write_open_lookup_verify() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.seg");
-        let a = vec![print(0x123456, 10), print(0x123456, 20), print(0xabcdef, 5)];
-        let b = vec![print(0x123456, 7), print(0x000001, 1)];
+        let a = vec![print(0x12345, 10), print(0x12345, 20), print(0xabcde, 5)];
+        let b = vec![print(0x12345, 7), print(0x00001, 1)];
         let works = [
             (SegmentWork { id: "a".into(), duration_s: 1.0, prints: 3 }, a.as_slice()),
             (SegmentWork { id: "b".into(), duration_s: 2.0, prints: 2 }, b.as_slice()),
@@ -456,11 +457,11 @@ mod tests {
         let seg = Segment::open(&path, 42).unwrap();
         seg.verify().unwrap();
         let mut found = Vec::new();
-        seg.lookup(0x123456, |p| found.push((p.work, p.t_frame)));
+        seg.lookup(0x12345, |p| found.push((p.work, p.t_frame)));
         found.sort();
         assert_eq!(found, vec![(0, 10), (0, 20), (1, 7)]);
         let mut none = Vec::new();
-        seg.lookup(0x123457, |p| none.push(p));
+        seg.lookup(0x12346, |p| none.push(p));
         assert!(none.is_empty());
         assert!(matches!(Segment::open(&path, 43), Err(IndexError::ConfigMismatch { .. })));
     }
@@ -469,7 +470,7 @@ mod tests {
     fn corruption_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.seg");
-        let a: Vec<Print> = (0..1000).map(|i| print(i * 7919 % (1 << 24), i)).collect();
+        let a: Vec<Print> = (0..1000).map(|i| print(i * 7919 % (1 << 20), i)).collect();
         write_segment(&path, 1, &[(SegmentWork { id: "a".into(), duration_s: 1.0, prints: 1000 }, &a)]).unwrap();
         let mut bytes = fs::read(&path).unwrap();
         let mid = bytes.len() / 2;
