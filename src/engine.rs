@@ -28,6 +28,17 @@ pub enum EngineError {
     TooShort { input: String, duration_s: f64 },
     #[error("invalid work id '{work_id}': {reason}")]
     InvalidWorkId { work_id: String, reason: String },
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("work '{work_id}' is already registered")]
+    AlreadyRegistered { work_id: String },
+    #[error("{path}: cannot read: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Fingerprints a file as it decodes (bounded memory, parallel blocks).
@@ -161,6 +172,115 @@ pub fn identify_file(
         matches: matcher::find_matches(index, &fingerprint, config),
         info,
     })
+}
+
+/// Lower-case hex SHA-256 of a file's bytes (streamed).
+pub fn sha256_file(path: &Path) -> Result<String, EngineError> {
+    use sha2::Digest;
+    use std::io::Read;
+    let read_err = |source| EngineError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The writable catalog of a data directory: the fingerprint index and the
+/// consent registry, kept consistent.
+///
+/// The **registry is the source of truth** for which works exist. Registering
+/// writes the fingerprints first (a new index segment, atomically), then the
+/// registry row with its consent records and audit entry (one SQLite
+/// transaction); if the registry write fails the index entry is removed again.
+/// Removing goes the other way: registry first, then a tombstone. A crash between
+/// the two steps leaves fingerprints without a work, which is never visible:
+/// [`Catalog::open`] tombstones any indexed work the registry does not know, and
+/// screening only reports works the index and the registry both hold.
+pub struct Catalog {
+    pub data: DataDir,
+    pub writer: IndexWriter,
+    pub registry: crate::registry::Registry,
+}
+
+impl Catalog {
+    /// Takes the index write lock, opens the registry and reconciles the two.
+    pub fn open(data: &DataDir) -> Result<Self, EngineError> {
+        std::fs::create_dir_all(&data.root).map_err(|source| EngineError::ReadFile {
+            path: data.root.clone(),
+            source,
+        })?;
+        let writer = data.index_writer()?;
+        let registry = crate::registry::Registry::open(&data.root)?;
+        let catalog = Self {
+            data: data.clone(),
+            writer,
+            registry,
+        };
+        catalog.reconcile()?;
+        Ok(catalog)
+    }
+
+    /// Tombstones indexed works the registry does not hold (left by a crash).
+    /// Returns their ids.
+    pub fn reconcile(&self) -> Result<Vec<String>, EngineError> {
+        let registered = self.registry.work_ids()?;
+        let index = self.data.open_index()?;
+        let mut orphans: Vec<String> = index
+            .work_ids()
+            .filter(|id| !registered.contains(*id))
+            .map(str::to_string)
+            .collect();
+        drop(index);
+        orphans.sort();
+        for id in &orphans {
+            tracing::warn!(work_id = %id, "removing fingerprints of a work the registry does not hold (interrupted registration)");
+            self.writer.remove_work(id)?;
+        }
+        Ok(orphans)
+    }
+
+    /// Registers a prepared (fingerprinted) work with its metadata and consents.
+    pub fn register(
+        &self,
+        work: &PreparedWork,
+        metadata: crate::registry::NewWork,
+        consents: &[crate::registry::NewConsent],
+        actor: &str,
+    ) -> Result<crate::registry::Work, EngineError> {
+        if self.registry.work_ids()?.contains(&work.work_id) {
+            return Err(EngineError::AlreadyRegistered {
+                work_id: work.work_id.clone(),
+            });
+        }
+        commit_works(&self.writer, std::slice::from_ref(work))?;
+        match self.registry.add_work(metadata, consents, actor) {
+            Ok(registered) => Ok(registered),
+            Err(err) => {
+                // Compensate; if this fails too, reconcile() will on next open.
+                let _ = self.writer.remove_work(&work.work_id);
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Removes a work from the registry, then its fingerprints.
+    pub fn remove(&self, work_id: &str, actor: &str) -> Result<(), EngineError> {
+        self.registry.remove_work(work_id, actor)?;
+        match self.writer.remove_work(work_id) {
+            Ok(_) | Err(IndexError::UnknownWork { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
 }
 
 /// Paths of a data directory.

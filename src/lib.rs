@@ -40,9 +40,7 @@ pub mod engine;
 pub mod fingerprint;
 pub mod index;
 pub mod matcher;
-#[cfg(not(earmark_core_only))]
 pub mod policy;
-#[cfg(not(earmark_core_only))]
 pub mod registry;
 pub mod report;
 pub mod spectrogram;

@@ -2,6 +2,7 @@
 
 mod demo;
 mod eval;
+pub mod registry_cmds;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,93 @@
+//! The registry's error type.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use super::ids::IdError;
+use super::model::{ParseEnumError, TimeError};
+
+/// Everything that can go wrong in the registry. Variants carry the context
+/// needed to act on them (work id, path, operation).
+#[derive(Debug, Error)]
+pub enum RegistryError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open registry database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "registry schema version {found} is newer than this build supports ({supported}); \
+         upgrade earmark"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("migrating the registry schema to version {version}: {source}")]
+    Migration {
+        version: i64,
+        source: rusqlite::Error,
+    },
+    #[error("registry database error while {op}: {source}")]
+    Db { op: String, source: rusqlite::Error },
+    #[error(transparent)]
+    Id(#[from] IdError),
+    #[error(transparent)]
+    Keyword(#[from] ParseEnumError),
+    #[error(transparent)]
+    Time(#[from] TimeError),
+    #[error("work '{id}' is already registered (since {since})")]
+    WorkExists { id: String, since: String },
+    #[error("work '{id}' is not registered")]
+    WorkNotFound { id: String },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("corrupt registry data in {table} ({key}): {reason}")]
+    Corrupt {
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("serialising {what}: {source}")]
+    Json {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("writing {what}: {source}")]
+    Write {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("writing {what} as CSV: {source}")]
+    Csv {
+        what: &'static str,
+        source: csv::Error,
+    },
+    #[error("cannot generate random key material: {0}")]
+    Random(String),
+}
+
+/// Shorthand result type.
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// Attaches an operation description to SQLite errors.
+pub(crate) trait DbContext<T> {
+    fn db(self, op: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> DbContext<T> for rusqlite::Result<T> {
+    fn db(self, op: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| RegistryError::Db { op: op(), source })
+    }
+}
+
+/// Builds an [`RegistryError::Invalid`].
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> RegistryError {
+    RegistryError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}

@@ -1,0 +1,414 @@
+//! Works: registration, removal, lookup, listing.
+//!
+//! Removal is a soft delete that keeps the row (and so its consent history and
+//! ledger entries) for the record; the id becomes free for a new registration.
+
+use std::collections::HashSet;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::json;
+
+use super::Registry;
+use super::audit::{self, AuditAction};
+use super::consent;
+use super::error::{DbContext, RegistryError, Result, invalid};
+use super::ids::{Isni, Isrc, Iswc, WorkId};
+use super::model::{NewConsent, NewWork, ReferenceAudio, Work, from_db_time, to_db_time};
+
+/// Longest accepted title, holder name or artist name.
+const MAX_TEXT_LEN: usize = 512;
+/// Length of a hex SHA-256 digest.
+const SHA256_HEX_LEN: usize = 64;
+/// Largest page [`Registry::list_works`] returns.
+pub const MAX_PAGE: usize = 10_000;
+
+const WORK_COLUMNS: &str = "id, title, artists, isrc, iswc, holder, holder_isni, duration_s, \
+     fingerprint_config, audio_sha256, source_file, created_at, updated_at";
+
+/// What the registry holds for an id, compared with a candidate reference file
+/// (idempotent catalog imports skip `SameAudio`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExistingWork {
+    NotRegistered,
+    SameAudio,
+    DifferentAudio { registered_sha256: String },
+}
+
+impl Registry {
+    /// Registers a work with its initial consent records, all in one transaction
+    /// (audited as `work-added` plus one `consent-recorded` per record).
+    pub fn add_work(
+        &self,
+        new: NewWork,
+        initial_consents: &[NewConsent],
+        actor: &str,
+    ) -> Result<Work> {
+        let new = validate_new_work(new)?;
+        let actor = validate_actor(actor)?;
+        let now = self.now();
+        let now_s = to_db_time(now)?;
+        self.write("adding a work", |tx| {
+            if let Some(since) = active_created_at(tx, &new.id)? {
+                return Err(RegistryError::WorkExists {
+                    id: new.id.to_string(),
+                    since,
+                });
+            }
+            let reg_no = insert_work(tx, &new, &now_s)?;
+            let details = json!({
+                "title": new.title,
+                "isrc": new.isrc,
+                "holder": new.holder,
+                "audio_sha256": new.reference.audio_sha256,
+                "fingerprint_config": new.reference.fingerprint_config,
+            });
+            audit::append(
+                tx,
+                now,
+                actor,
+                AuditAction::WorkAdded,
+                new.id.as_str(),
+                details,
+            )?;
+            for c in initial_consents {
+                consent::insert_audited(tx, reg_no, &new.id, c, now, actor)?;
+            }
+            Ok(())
+        })?;
+        let NewWork {
+            id,
+            title,
+            artists,
+            isrc,
+            iswc,
+            holder,
+            holder_isni,
+            reference,
+        } = new;
+        Ok(Work {
+            id,
+            title,
+            artists,
+            isrc,
+            iswc,
+            holder,
+            holder_isni,
+            reference,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// Removes a work (soft delete, audited as `work-removed`). Its consent
+    /// history and ledger entries are kept with the old registration.
+    pub fn remove_work(&self, id: &str, actor: &str) -> Result<()> {
+        let id = WorkId::parse(id)?;
+        let actor = validate_actor(actor)?;
+        let now = self.now();
+        let now_s = to_db_time(now)?;
+        self.write("removing a work", |tx| {
+            let reg_no = require_reg_no(tx, &id)?;
+            tx.execute(
+                "UPDATE works SET removed_at = ?1, removed_by = ?2, updated_at = ?1 WHERE reg_no = ?3",
+                params![now_s, actor, reg_no],
+            )
+            .db(|| format!("removing work '{id}'"))?;
+            audit::append(tx, now, actor, AuditAction::WorkRemoved, id.as_str(), json!({ "reg_no": reg_no }))?;
+            Ok(())
+        })
+    }
+
+    /// The registered work with this id, if any.
+    pub fn get_work(&self, id: &str) -> Result<Option<Work>> {
+        let id = WorkId::parse(id)?;
+        self.read(|conn| {
+            let sql =
+                format!("SELECT {WORK_COLUMNS} FROM works WHERE id = ?1 AND removed_at IS NULL");
+            let raw = conn
+                .query_row(&sql, [id.as_str()], RawWork::from_row)
+                .optional()
+                .db(|| format!("reading work '{id}'"))?;
+            raw.map(RawWork::into_work).transpose()
+        })
+    }
+
+    /// Registered works ordered by id, `limit` (at most [`MAX_PAGE`]) from `offset`.
+    pub fn list_works(&self, offset: usize, limit: usize) -> Result<Vec<Work>> {
+        let limit = i64::try_from(limit.min(MAX_PAGE)).unwrap_or(0);
+        let offset = i64::try_from(offset).map_err(|_| invalid("offset", "too large"))?;
+        self.read(|conn| {
+            let sql = format!(
+                "SELECT {WORK_COLUMNS} FROM works WHERE removed_at IS NULL ORDER BY id LIMIT ?1 OFFSET ?2"
+            );
+            let mut stmt = conn.prepare(&sql).db(|| "listing works".into())?;
+            let raws = stmt
+                .query_map(params![limit, offset], RawWork::from_row)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .db(|| "listing works".into())?;
+            raws.into_iter().map(RawWork::into_work).collect()
+        })
+    }
+
+    /// Number of registered works.
+    pub fn count_works(&self) -> Result<usize> {
+        self.read(|conn| {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM works WHERE removed_at IS NULL",
+                    [],
+                    |r| r.get(0),
+                )
+                .db(|| "counting works".into())?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        })
+    }
+
+    /// Ids of all registered works (the engine reconciles the index against it).
+    pub fn work_ids(&self) -> Result<HashSet<String>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT id FROM works WHERE removed_at IS NULL")
+                .db(|| "listing work ids".into())?;
+            stmt.query_map([], |r| r.get::<_, String>(0))
+                .and_then(|rows| rows.collect())
+                .db(|| "listing work ids".into())
+        })
+    }
+
+    /// Whether `id` is registered, and if so whether with the same reference audio.
+    pub fn existing_work(&self, id: &str, audio_sha256: &str) -> Result<ExistingWork> {
+        let id = WorkId::parse(id)?;
+        self.read(|conn| {
+            let registered: Option<String> = conn
+                .query_row(
+                    "SELECT audio_sha256 FROM works WHERE id = ?1 AND removed_at IS NULL",
+                    [id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .db(|| format!("looking up work '{id}'"))?;
+            Ok(match registered {
+                None => ExistingWork::NotRegistered,
+                Some(s) if s.eq_ignore_ascii_case(audio_sha256.trim()) => ExistingWork::SameAudio,
+                Some(registered_sha256) => ExistingWork::DifferentAudio { registered_sha256 },
+            })
+        })
+    }
+
+    /// Appends an `import-run` audit entry summarising a catalog import
+    /// (`summary` is free-form JSON: file, counts, errors…).
+    pub fn record_import_run(
+        &self,
+        catalog: &str,
+        summary: serde_json::Value,
+        actor: &str,
+    ) -> Result<()> {
+        let actor = validate_actor(actor)?;
+        let now = self.now();
+        self.write("recording an import run", |tx| {
+            audit::append(tx, now, actor, AuditAction::ImportRun, catalog, summary)?;
+            Ok(())
+        })
+    }
+}
+
+/// Registration number of the active work `id`, or `WorkNotFound`.
+pub(crate) fn require_reg_no(conn: &Connection, id: &WorkId) -> Result<i64> {
+    conn.query_row(
+        "SELECT reg_no FROM works WHERE id = ?1 AND removed_at IS NULL",
+        [id.as_str()],
+        |r| r.get(0),
+    )
+    .optional()
+    .db(|| format!("looking up work '{id}'"))?
+    .ok_or_else(|| RegistryError::WorkNotFound { id: id.to_string() })
+}
+
+fn active_created_at(conn: &Connection, id: &WorkId) -> Result<Option<String>> {
+    conn.query_row(
+        "SELECT created_at FROM works WHERE id = ?1 AND removed_at IS NULL",
+        [id.as_str()],
+        |r| r.get(0),
+    )
+    .optional()
+    .db(|| format!("looking up work '{id}'"))
+}
+
+fn insert_work(conn: &Connection, w: &NewWork, now: &str) -> Result<i64> {
+    let artists = serde_json::to_string(&w.artists).map_err(|source| RegistryError::Json {
+        what: "artists",
+        source,
+    })?;
+    let r = &w.reference;
+    conn.execute(
+        "INSERT INTO works (id, title, artists, isrc, iswc, holder, holder_isni, duration_s, \
+         fingerprint_config, audio_sha256, source_file, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+        params![
+            w.id.as_str(),
+            w.title,
+            artists,
+            w.isrc.as_ref().map(Isrc::as_str),
+            w.iswc.as_ref().map(Iswc::as_str),
+            w.holder,
+            w.holder_isni.as_ref().map(Isni::as_str),
+            r.duration_s,
+            r.fingerprint_config,
+            r.audio_sha256,
+            r.source_file,
+            now,
+        ],
+    )
+    .db(|| format!("inserting work '{}'", w.id))?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Trims and checks free-text fields and the reference summary.
+fn validate_new_work(mut w: NewWork) -> Result<NewWork> {
+    w.title = required_text("title", &w.title)?;
+    w.holder = required_text("holder", &w.holder)?;
+    w.artists = w
+        .artists
+        .iter()
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+        .map(|a| required_text("artist", a))
+        .collect::<Result<_>>()?;
+    let r = &mut w.reference;
+    if !r.duration_s.is_finite() || r.duration_s < 0.0 {
+        return Err(invalid(
+            "reference duration",
+            format!("{} is not a duration in seconds", r.duration_s),
+        ));
+    }
+    r.fingerprint_config = required_text("fingerprint config id", &r.fingerprint_config)?;
+    r.source_file = required_text("reference file name", &r.source_file)?;
+    r.audio_sha256 = r.audio_sha256.trim().to_ascii_lowercase();
+    if r.audio_sha256.len() != SHA256_HEX_LEN
+        || !r.audio_sha256.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        return Err(invalid(
+            "audio sha256",
+            format!("'{}' is not 64 hex digits", r.audio_sha256),
+        ));
+    }
+    Ok(w)
+}
+
+/// A trimmed, non-empty text of at most [`MAX_TEXT_LEN`] characters.
+pub(crate) fn required_text(field: &'static str, value: &str) -> Result<String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if v.chars().count() > MAX_TEXT_LEN {
+        return Err(invalid(
+            field,
+            format!("longer than {MAX_TEXT_LEN} characters"),
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+/// The actor recorded in the audit log must be named.
+pub(crate) fn validate_actor(actor: &str) -> Result<&str> {
+    let a = actor.trim();
+    if a.is_empty() {
+        return Err(invalid(
+            "actor",
+            "must not be empty (who is making this change?)",
+        ));
+    }
+    Ok(a)
+}
+
+/// A `works` row as stored, before validation.
+struct RawWork {
+    id: String,
+    title: String,
+    artists: String,
+    isrc: Option<String>,
+    iswc: Option<String>,
+    holder: String,
+    holder_isni: Option<String>,
+    duration_s: f64,
+    fingerprint_config: String,
+    audio_sha256: String,
+    source_file: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl RawWork {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            title: r.get(1)?,
+            artists: r.get(2)?,
+            isrc: r.get(3)?,
+            iswc: r.get(4)?,
+            holder: r.get(5)?,
+            holder_isni: r.get(6)?,
+            duration_s: r.get(7)?,
+            fingerprint_config: r.get(8)?,
+            audio_sha256: r.get(9)?,
+            source_file: r.get(10)?,
+            created_at: r.get(11)?,
+            updated_at: r.get(12)?,
+        })
+    }
+
+    fn into_work(self) -> Result<Work> {
+        let corrupt = |reason: String| RegistryError::Corrupt {
+            table: "works",
+            key: self.id.clone(),
+            reason,
+        };
+        let artists: Vec<String> =
+            serde_json::from_str(&self.artists).map_err(|e| corrupt(format!("artists: {e}")))?;
+        let work = Work {
+            id: WorkId::parse(&self.id).map_err(|e| corrupt(e.to_string()))?,
+            title: self.title.clone(),
+            artists,
+            isrc: self
+                .isrc
+                .as_deref()
+                .map(Isrc::parse)
+                .transpose()
+                .map_err(|e| corrupt(e.to_string()))?,
+            iswc: self
+                .iswc
+                .as_deref()
+                .map(Iswc::parse)
+                .transpose()
+                .map_err(|e| corrupt(e.to_string()))?,
+            holder: self.holder.clone(),
+            holder_isni: self
+                .holder_isni
+                .as_deref()
+                .map(Isni::parse)
+                .transpose()
+                .map_err(|e| corrupt(e.to_string()))?,
+            reference: ReferenceAudio {
+                duration_s: self.duration_s,
+                fingerprint_config: self.fingerprint_config.clone(),
+                audio_sha256: self.audio_sha256.clone(),
+                source_file: self.source_file.clone(),
+            },
+            created_at: from_db_time(&self.created_at).map_err(|e| corrupt(e.to_string()))?,
+            updated_at: from_db_time(&self.updated_at).map_err(|e| corrupt(e.to_string()))?,
+        };
+        Ok(work)
+    }
+}
+
+/// Looks up the descriptive fields of a registration (ledger, evidence).
+pub(crate) fn work_by_reg_no(conn: &Connection, reg_no: i64) -> Result<Work> {
+    let sql = format!("SELECT {WORK_COLUMNS} FROM works WHERE reg_no = ?1");
+    conn.query_row(&sql, [reg_no], RawWork::from_row)
+        .db(|| format!("reading registration #{reg_no}"))?
+        .into_work()
+}
+
+#[cfg(test)]
+mod tests;
