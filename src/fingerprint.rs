@@ -45,7 +45,7 @@ use crate::spectrogram::{self, FFT_SIZE, HOP_SAMPLES, Spectrogram};
 pub use crate::spectrogram::{FRAMES_PER_SECOND, SAMPLE_RATE_HZ};
 
 /// Identifies the fingerprint parameters; stored in every index segment.
-pub const CONFIG_ID: u32 = 0x0001_0007;
+pub const CONFIG_ID: u32 = 0x0001_0009;
 
 /// Peaks must exceed the mean log2 power of their frame by this much (≈ 3 dB/unit).
 pub const MIN_PROMINENCE: f32 = 1.0;
@@ -107,13 +107,13 @@ struct SideParams {
 }
 
 /// Reference: partners considered and triplets stored per anchor.
-pub const REF_FANOUT: usize = 6;
-pub const REF_TRIPLETS_PER_ANCHOR: usize = 5;
+pub const REF_FANOUT: usize = 7;
+pub const REF_TRIPLETS_PER_ANCHOR: usize = 6;
 
 const REFERENCE: SideParams = SideParams {
     neighbourhood_bins: 8,
     neighbourhood_frames: 10,
-    peaks_per_second: 18,
+    peaks_per_second: 24,
     fanout: REF_FANOUT,
     triplets_per_anchor: REF_TRIPLETS_PER_ANCHOR,
 };

@@ -40,7 +40,7 @@ const PITCH_TOLERANCE_HALF_BINS: i32 = 3;
 /// covers speed changes of ±15 %.
 const MAX_PITCH_SHIFT_HALF_BINS: i32 = 12;
 /// A query gap longer than this splits a match in two.
-pub const MAX_GAP_S: f64 = 4.0;
+pub const MAX_GAP_S: f64 = 15.0;
 /// Works with fewer raw hits are not examined.
 const MIN_RAW_HITS: usize = 5;
 /// Alignments examined per work.
