@@ -32,6 +32,9 @@ pub const MAX_SPEED: f64 = 1.16;
 const SPEED_STEP: f64 = 0.004;
 /// Offset histogram bin width (frames).
 const OFFSET_BIN_FRAMES: f64 = 4.0;
+/// First, coarse pass of the Hough transform (then refined around its best slope).
+const COARSE_SPEED_STEP: f64 = 0.012;
+const COARSE_OFFSET_BIN_FRAMES: f64 = 12.0;
 /// Inlier tolerance around the fitted line (frames).
 const INLIER_TOLERANCE_FRAMES: f64 = 4.0;
 /// Inlier tolerance around the median pitch shift (half log bins).
@@ -82,9 +85,9 @@ pub struct MatcherConfig {
 }
 
 /// Default reporting threshold (weak evidence, flagged for review).
-pub const DEFAULT_MIN_SCORE: f64 = 8.0;
+pub const DEFAULT_MIN_SCORE: f64 = 12.0;
 /// Default confident threshold (see `earmark eval` for its calibration).
-pub const DEFAULT_CONFIDENT_SCORE: f64 = 14.0;
+pub const DEFAULT_CONFIDENT_SCORE: f64 = 16.0;
 
 impl Default for MatcherConfig {
     fn default() -> Self {
@@ -108,20 +111,24 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
     let hits = gather_hits(index, &query.prints);
     let mut matches: Vec<Match> = Vec::new();
     for (work_ref, mut work_hits) in hits {
-        if work_hits.len() < MIN_RAW_HITS {
+        if (work_hits.len() as f64) < config.min_score.max(MIN_RAW_HITS as f64) {
             continue;
         }
         work_hits.sort_unstable();
         work_hits.dedup_by(|a, b| a.tq == b.tq && a.tr == b.tr);
+        if (work_hits.len() as f64) < config.min_score {
+            continue;
+        }
         let Some(work) = index.work(work_ref) else {
             continue;
         };
-        for segment in align_work(work_hits) {
+        for segment in align_work(work_hits, config.min_score) {
             if segment.score >= config.min_score {
                 matches.push(segment.into_match(&work.id, config));
             }
         }
     }
+    drop_shadowed(&mut matches);
     matches.sort_by(|a, b| {
         a.query_start_s
             .total_cmp(&b.query_start_s)
@@ -129,6 +136,28 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
     });
     matches
 }
+
+/// Drops a match when a stronger match of the same work covers most of its query
+/// range (a repeated section of a recording aligns twice with one excerpt).
+fn drop_shadowed(matches: &mut Vec<Match>) {
+    matches.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<Match> = Vec::with_capacity(matches.len());
+    for m in matches.drain(..) {
+        let shadowed = kept.iter().any(|k| {
+            let overlap = k.query_end_s.min(m.query_end_s) - k.query_start_s.max(m.query_start_s);
+            let shorter = (m.query_end_s - m.query_start_s).min(k.query_end_s - k.query_start_s);
+            k.work_id == m.work_id && overlap > SHADOW_OVERLAP * shorter
+        });
+        if !shadowed {
+            kept.push(m);
+        }
+    }
+    *matches = kept;
+}
+
+/// Fraction of query overlap above which the weaker of two matches of the same
+/// work is dropped.
+const SHADOW_OVERLAP: f64 = 0.5;
 
 fn gather_hits(index: &Index, prints: &[Print]) -> HashMap<WorkRef, Vec<Hit>> {
     let mut sorted: Vec<&Print> = prints.iter().collect();
@@ -201,10 +230,13 @@ impl Segment {
     }
 }
 
-fn align_work(mut hits: Vec<Hit>) -> Vec<Segment> {
+/// Finds the alignments of one work's hits, best first, until the best remaining
+/// alignment has fewer than `min_inliers` hits.
+fn align_work(mut hits: Vec<Hit>, min_inliers: f64) -> Vec<Segment> {
+    let min_inliers = min_inliers.max(MIN_RAW_HITS as f64);
     let mut segments = Vec::new();
     for _ in 0..MAX_ALIGNMENTS_PER_WORK {
-        if hits.len() < MIN_RAW_HITS {
+        if (hits.len() as f64) < min_inliers {
             break;
         }
         let Some((slope, offset)) = best_alignment(&hits) else {
@@ -213,7 +245,7 @@ fn align_work(mut hits: Vec<Hit>) -> Vec<Segment> {
         let (inliers, rest): (Vec<Hit>, Vec<Hit>) = hits
             .iter()
             .partition(|h| residual(h, slope, offset).abs() <= INLIER_TOLERANCE_FRAMES);
-        if inliers.len() < MIN_RAW_HITS {
+        if (inliers.len() as f64) < min_inliers {
             break;
         }
         let (slope, offset) = fit_line(&inliers).unwrap_or((slope, offset));
@@ -247,38 +279,55 @@ fn median_pitch(hits: &[Hit]) -> i32 {
 }
 
 /// Hough vote over (speed, offset); returns the best line.
+///
+/// For each speed on the grid, offsets are counted in a dense histogram (one
+/// pass over the hits, one over the bins), each bin together with its right
+/// neighbour so a line on a bin edge is not split.
 fn best_alignment(hits: &[Hit]) -> Option<(f64, f64)> {
-    let steps = ((MAX_SPEED - MIN_SPEED) / SPEED_STEP).round() as usize;
-    let mut best: Option<(usize, f64, f64)> = None;
+    let coarse_steps = ((MAX_SPEED - MIN_SPEED) / COARSE_SPEED_STEP).round() as usize;
+    let coarse = (0..=coarse_steps).map(|i| MIN_SPEED + i as f64 * COARSE_SPEED_STEP);
+    let (_, slope, _) = vote(hits, coarse, COARSE_OFFSET_BIN_FRAMES)?;
+    let fine_steps = (COARSE_SPEED_STEP / SPEED_STEP).ceil() as i64;
+    let fine = (-fine_steps..=fine_steps)
+        .map(|i| slope + i as f64 * SPEED_STEP)
+        .filter(|s| (MIN_SPEED..=MAX_SPEED).contains(s));
+    vote(hits, fine, OFFSET_BIN_FRAMES).map(|(_, slope, offset)| (slope, offset))
+}
+
+/// Offset histogram for each candidate slope; returns (count, slope, offset) of the
+/// fullest pair of adjacent bins.
+fn vote(
+    hits: &[Hit],
+    slopes: impl Iterator<Item = f64>,
+    bin_frames: f64,
+) -> Option<(u32, f64, f64)> {
+    let mut best: Option<(u32, f64, f64)> = None;
     let mut bins: Vec<i64> = Vec::with_capacity(hits.len());
-    for step in 0..=steps {
-        let slope = MIN_SPEED + step as f64 * SPEED_STEP;
+    let mut counts: Vec<u32> = Vec::new();
+    for slope in slopes {
         bins.clear();
-        bins.extend(hits.iter().map(|h| {
-            ((f64::from(h.tr) - slope * f64::from(h.tq)) / OFFSET_BIN_FRAMES).floor() as i64
-        }));
-        bins.sort_unstable();
-        // Count each bin together with its right neighbour (tolerates edge splits).
-        let mut i = 0;
-        while i < bins.len() {
-            let bin = bins[i];
-            let mut j = i;
-            while j < bins.len() && bins[j] == bin {
-                j += 1;
-            }
-            let mut k = j;
-            while k < bins.len() && bins[k] == bin + 1 {
-                k += 1;
-            }
-            let count = k - i;
+        bins.extend(
+            hits.iter()
+                .map(|h| ((f64::from(h.tr) - slope * f64::from(h.tq)) / bin_frames).floor() as i64),
+        );
+        let (Some(&lo), Some(&hi)) = (bins.iter().min(), bins.iter().max()) else {
+            continue;
+        };
+        let span = (hi - lo) as usize + 2;
+        counts.clear();
+        counts.resize(span, 0);
+        for &b in &bins {
+            counts[(b - lo) as usize] += 1;
+        }
+        for i in 0..span - 1 {
+            let count = counts[i] + counts[i + 1];
             if best.is_none_or(|(c, _, _)| count > c) {
-                let offset = (bin as f64 + 1.0) * OFFSET_BIN_FRAMES;
+                let offset = ((lo + i as i64) as f64 + 1.0) * bin_frames;
                 best = Some((count, slope, offset));
             }
-            i = j;
         }
     }
-    best.map(|(_, slope, offset)| (slope, offset))
+    best
 }
 
 /// Least-squares line through the hits (`t_ref` against `t_query`).
@@ -354,7 +403,7 @@ mod tests {
         let mut hits: Vec<Hit> = (0..80).map(|i| hit(i * 10, (i as f64 * 10.0 * 1.07) as u32 + 500)).collect();
         // Uniform clutter.
         hits.extend((0..200u32).map(|i| hit((i * 37) % 800, (i * 7919) % 5000)));
-        let segments = align_work(hits);
+        let segments = align_work(hits, 5.0);
         let best = segments.iter().max_by(|a, b| a.score.total_cmp(&b.score)).unwrap();
         assert!((best.slope - 1.07).abs() < 0.01, "slope {}", best.slope);
         assert!(best.score >= 75.0, "score {}", best.score);
@@ -365,7 +414,7 @@ mod tests {
     fn gaps_split_segments() {
         let mut hits: Vec<Hit> = (0..40).map(|i| hit(i * 5, i * 5 + 1000)).collect();
         hits.extend((0..40).map(|i| hit(3000 + i * 5, 3000 + i * 5 + 1000)));
-        let segments = align_work(hits);
+        let segments = align_work(hits, 5.0);
         assert_eq!(segments.len(), 2);
     }
 
@@ -379,7 +428,7 @@ mod tests {
                 fr: 40,
             })
             .collect();
-        let segment = &align_work(hits)[0];
+        let segment = &align_work(hits, 5.0)[0];
         let m = segment.clone().into_match("w", &MatcherConfig::default());
         // 4 half bins = 2 quarter tones = 1 semitone.
         assert!((m.pitch_factor - 2f64.powf(1.0 / 12.0)).abs() < 1e-6);
