@@ -35,6 +35,8 @@ const OFFSET_BIN_FRAMES: f64 = 4.0;
 /// First, coarse pass of the Hough transform (then refined around its best slope).
 const COARSE_SPEED_STEP: f64 = 0.012;
 const COARSE_OFFSET_BIN_FRAMES: f64 = 12.0;
+/// Coarse slopes refined on the fine grid.
+const COARSE_CANDIDATES: usize = 4;
 /// Inlier tolerance around the fitted line (frames).
 const INLIER_TOLERANCE_FRAMES: f64 = 4.0;
 /// Inlier tolerance around the median pitch shift (half log bins).
@@ -285,13 +287,25 @@ fn median_pitch(hits: &[Hit]) -> i32 {
 /// neighbour so a line on a bin edge is not split.
 fn best_alignment(hits: &[Hit]) -> Option<(f64, f64)> {
     let coarse_steps = ((MAX_SPEED - MIN_SPEED) / COARSE_SPEED_STEP).round() as usize;
-    let coarse = (0..=coarse_steps).map(|i| MIN_SPEED + i as f64 * COARSE_SPEED_STEP);
-    let (_, slope, _) = vote(hits, coarse, COARSE_OFFSET_BIN_FRAMES)?;
+    let mut per_slope: Vec<(u32, f64, f64)> = (0..=coarse_steps)
+        .filter_map(|i| {
+            let slope = MIN_SPEED + i as f64 * COARSE_SPEED_STEP;
+            vote(hits, std::iter::once(slope), COARSE_OFFSET_BIN_FRAMES)
+        })
+        .collect();
+    per_slope.sort_by(|a, b| b.0.cmp(&a.0));
     let fine_steps = (COARSE_SPEED_STEP / SPEED_STEP).ceil() as i64;
-    let fine = (-fine_steps..=fine_steps)
-        .map(|i| slope + i as f64 * SPEED_STEP)
-        .filter(|s| (MIN_SPEED..=MAX_SPEED).contains(s));
-    vote(hits, fine, OFFSET_BIN_FRAMES).map(|(_, slope, offset)| (slope, offset))
+    per_slope
+        .iter()
+        .take(COARSE_CANDIDATES)
+        .filter_map(|&(_, slope, _)| {
+            let fine = (-fine_steps..=fine_steps)
+                .map(move |i| slope + i as f64 * SPEED_STEP)
+                .filter(|s| (MIN_SPEED..=MAX_SPEED).contains(s));
+            vote(hits, fine, OFFSET_BIN_FRAMES)
+        })
+        .max_by_key(|&(count, _, _)| count)
+        .map(|(_, slope, offset)| (slope, offset))
 }
 
 /// Offset histogram for each candidate slope; returns (count, slope, offset) of the
