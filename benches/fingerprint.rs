@@ -18,7 +18,9 @@ use earmark::fingerprint::{SAMPLE_RATE_HZ, Side, fingerprint_samples};
 use earmark::matcher::MatcherConfig;
 
 fn test_audio(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("test-audio").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("test-audio")
+        .join(rel)
 }
 
 /// `seconds` of real music: the reference clips decoded and concatenated.
@@ -30,8 +32,9 @@ fn music(seconds: usize) -> Vec<f32> {
         "refs/wesnoth-northerners.ogg",
         "refs/fof-sectoid-war-of-freedom.ogg",
     ] {
-        let decoded = decode::decode_file(&test_audio(name), &DecodeLimits::default(), SAMPLE_RATE_HZ)
-            .expect("test-audio clip decodes");
+        let decoded =
+            decode::decode_file(&test_audio(name), &DecodeLimits::default(), SAMPLE_RATE_HZ)
+                .expect("test-audio clip decodes");
         clips.extend(decoded.samples);
     }
     let want = seconds * SAMPLE_RATE_HZ as usize;
@@ -84,7 +87,15 @@ fn bench_identify_ogg(c: &mut Criterion) {
     let jobs: Vec<(String, PathBuf)> = std::fs::read_dir(test_audio("refs"))
         .expect("refs")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .map(|p| (p.file_stem().unwrap_or_default().to_string_lossy().to_string(), p))
+        .map(|p| {
+            (
+                p.file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string(),
+                p,
+            )
+        })
         .collect();
     let prepared: Vec<_> = engine::prepare_works(&jobs, &limits)
         .into_iter()
@@ -110,5 +121,10 @@ fn bench_identify_ogg(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_fingerprint_pcm, bench_parallel, bench_identify_ogg);
+criterion_group!(
+    benches,
+    bench_fingerprint_pcm,
+    bench_parallel,
+    bench_identify_ogg
+);
 criterion_main!(benches);

@@ -284,7 +284,9 @@ impl<R: Read> Read for LimitedReader<R> {
                 ))),
             };
         }
-        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..want])?;
         self.remaining -= n as u64;
         self.total += n as u64;
@@ -325,11 +327,12 @@ fn decode_source(
                 reason: other.to_string(),
             },
         })?;
-    let track = format
-        .default_track(TrackType::Audio)
-        .ok_or_else(|| DecodeError::NoAudioTrack {
-            input: input_name(),
-        })?;
+    let track =
+        format
+            .default_track(TrackType::Audio)
+            .ok_or_else(|| DecodeError::NoAudioTrack {
+                input: input_name(),
+            })?;
     let track_id = track.id;
     let params = track
         .codec_params
@@ -341,10 +344,12 @@ fn decode_source(
         .clone();
     let declared_frames = track.num_frames;
     let time_base = track.time_base;
-    let source_rate = params.sample_rate.ok_or_else(|| DecodeError::BadParameters {
-        input: input_name(),
-        reason: "sample rate not declared".into(),
-    })?;
+    let source_rate = params
+        .sample_rate
+        .ok_or_else(|| DecodeError::BadParameters {
+            input: input_name(),
+            reason: "sample rate not declared".into(),
+        })?;
     check_rate(input, source_rate)?;
     let channels = params.channels.as_ref().map(|c| c.count()).unwrap_or(0);
     check_channels(input, channels, limits)?;
@@ -440,8 +445,10 @@ fn decode_source(
         let frames = buffer.frames();
         // Encoder delay and padding (gapless trimming), signalled per packet.
         let to_frames = |d: u64| match time_base {
-            Some(tb) => (u128::from(d) * u128::from(source_rate) * u128::from(tb.numer.get())
-                / u128::from(tb.denom.get())) as usize,
+            Some(tb) => {
+                (u128::from(d) * u128::from(source_rate) * u128::from(tb.numer.get())
+                    / u128::from(tb.denom.get())) as usize
+            }
             None => d as usize,
         };
         let trim_start = to_frames(packet.trim_start.get()).min(frames);
@@ -451,8 +458,8 @@ fn decode_source(
             continue;
         }
         buffer.copy_to_vec_interleaved(&mut interleaved);
-        let kept = &interleaved
-            [trim_start * buffer_channels..(trim_start + frames) * buffer_channels];
+        let kept =
+            &interleaved[trim_start * buffer_channels..(trim_start + frames) * buffer_channels];
         downmix(kept, buffer_channels, &mut mono);
         decoded_frames += frames as u64;
         check_duration(
@@ -579,7 +586,11 @@ impl MonoResampler {
     }
 
     /// Feeds mono samples at the source rate.
-    pub fn push(&mut self, samples: &[f32], sink: &mut impl FnMut(&[f32])) -> Result<(), DecodeError> {
+    pub fn push(
+        &mut self,
+        samples: &[f32],
+        sink: &mut impl FnMut(&[f32]),
+    ) -> Result<(), DecodeError> {
         self.input_total += samples.len() as u64;
         let Some(inner) = self.inner.as_mut() else {
             self.output_total += samples.len() as u64;
@@ -627,7 +638,13 @@ impl MonoResampler {
             let mut chunk = std::mem::take(&mut self.pending);
             chunk.resize(need, 0.0);
             self.pending.clear();
-            let produced = run_chunk(inner, &chunk, Some(available), &mut self.output, &self.input)?;
+            let produced = run_chunk(
+                inner,
+                &chunk,
+                Some(available),
+                &mut self.output,
+                &self.input,
+            )?;
             emit(
                 &self.output[..produced],
                 &mut self.delay_left,
@@ -705,7 +722,9 @@ mod tests {
             .collect();
         let mut out = Vec::new();
         for block in tone.chunks(777) {
-            resampler.push(block, &mut |b| out.extend_from_slice(b)).unwrap();
+            resampler
+                .push(block, &mut |b| out.extend_from_slice(b))
+                .unwrap();
         }
         resampler.finish(&mut |b| out.extend_from_slice(b)).unwrap();
         assert_eq!(out.len(), 24_000);
@@ -749,8 +768,15 @@ mod tests {
 
     #[test]
     fn empty_input_is_rejected() {
-        let err = decode_bytes(Vec::new(), "empty", None, &DecodeLimits::default(), 8000, |_| {})
-            .unwrap_err();
+        let err = decode_bytes(
+            Vec::new(),
+            "empty",
+            None,
+            &DecodeLimits::default(),
+            8000,
+            |_| {},
+        )
+        .unwrap_err();
         assert!(matches!(err, DecodeError::Empty { .. }));
     }
 }

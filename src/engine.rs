@@ -29,9 +29,9 @@ pub enum EngineError {
     #[error("invalid work id '{work_id}': {reason}")]
     InvalidWorkId { work_id: String, reason: String },
     #[error(transparent)]
-    Registry(#[from] crate::registry::RegistryError),
+    Registry(Box<crate::registry::RegistryError>),
     #[error(transparent)]
-    Policy(#[from] crate::policy::PolicyError),
+    Policy(Box<crate::policy::PolicyError>),
     #[error("work '{work_id}' is already registered")]
     AlreadyRegistered { work_id: String },
     #[error("{path}: cannot read: {source}")]
@@ -39,6 +39,36 @@ pub enum EngineError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{root}: the index holds {works} work(s) but there is no registry ({registry_file}), \
+         so they have no metadata or consent (a data directory from an earmark without the \
+         consent registry, or a deleted registry); register the works again into a new data \
+         directory with `earmark works add` or `earmark works import`"
+    )]
+    IndexWithoutRegistry {
+        root: PathBuf,
+        works: usize,
+        registry_file: &'static str,
+    },
+    #[error(
+        "work id '{registry_id}' of the registry entry differs from '{index_id}' of its fingerprints"
+    )]
+    MismatchedIds {
+        registry_id: String,
+        index_id: String,
+    },
+}
+
+impl From<crate::registry::RegistryError> for EngineError {
+    fn from(err: crate::registry::RegistryError) -> Self {
+        Self::Registry(Box::new(err))
+    }
+}
+
+impl From<crate::policy::PolicyError> for EngineError {
+    fn from(err: crate::policy::PolicyError) -> Self {
+        Self::Policy(Box::new(err))
+    }
 }
 
 /// Fingerprints a file as it decodes (bounded memory, parallel blocks).
@@ -135,6 +165,12 @@ pub fn prepare_works(
 
 /// Writes prepared works to the index as one new segment; returns the generation.
 pub fn commit_works(writer: &IndexWriter, works: &[PreparedWork]) -> Result<u64, EngineError> {
+    let refs: Vec<&PreparedWork> = works.iter().collect();
+    commit_work_refs(writer, &refs)
+}
+
+/// [`commit_works`] for borrowed works.
+fn commit_work_refs(writer: &IndexWriter, works: &[&PreparedWork]) -> Result<u64, EngineError> {
     let entries: Vec<(SegmentWork, &[crate::fingerprint::Print])> = works
         .iter()
         .map(|w| {
@@ -214,13 +250,17 @@ pub struct Catalog {
 
 impl Catalog {
     /// Takes the index write lock, opens the registry and reconciles the two.
+    ///
+    /// Refuses ([`EngineError::IndexWithoutRegistry`]) a data directory whose
+    /// index holds works but which has no registry at all, rather than letting
+    /// reconciliation remove every fingerprint in it.
     pub fn open(data: &DataDir) -> Result<Self, EngineError> {
         std::fs::create_dir_all(&data.root).map_err(|source| EngineError::ReadFile {
             path: data.root.clone(),
             source,
         })?;
         let writer = data.index_writer()?;
-        let registry = crate::registry::Registry::open(&data.root)?;
+        let registry = data.open_registry()?;
         let catalog = Self {
             data: data.clone(),
             writer,
@@ -273,6 +313,64 @@ impl Catalog {
         }
     }
 
+    /// Registers several prepared works with the guarantees of [`Catalog::register`]:
+    /// their fingerprints go into **one** new index segment (so a large import
+    /// does not create a segment per work), then each work gets its registry
+    /// row, consents and audit entry in its own transaction. A work whose
+    /// registry write fails has its fingerprints removed again; a crash part-way
+    /// leaves fingerprints without works, which [`Catalog::open`] removes.
+    ///
+    /// Returns one result per item, in order. Items whose id is already
+    /// registered (or repeated in the batch) fail with
+    /// [`EngineError::AlreadyRegistered`] and are not written. The outer error
+    /// means the index segment could not be written and nothing was registered.
+    pub fn register_batch(
+        &self,
+        items: &[Registration],
+        actor: &str,
+    ) -> Result<Vec<Result<crate::registry::Work, EngineError>>, EngineError> {
+        let mut taken = self.registry.work_ids()?;
+        let refused: Vec<Option<EngineError>> = items
+            .iter()
+            .map(|item| {
+                if item.metadata.id.as_str() != item.work.work_id {
+                    Some(EngineError::MismatchedIds {
+                        registry_id: item.metadata.id.to_string(),
+                        index_id: item.work.work_id.clone(),
+                    })
+                } else if !taken.insert(item.work.work_id.clone()) {
+                    Some(EngineError::AlreadyRegistered {
+                        work_id: item.work.work_id.clone(),
+                    })
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let pending: Vec<&PreparedWork> = items
+            .iter()
+            .zip(&refused)
+            .filter(|(_, refusal)| refusal.is_none())
+            .map(|(item, _)| &item.work)
+            .collect();
+        commit_work_refs(&self.writer, &pending)?;
+        Ok(items
+            .iter()
+            .zip(refused)
+            .map(|(item, refusal)| match refusal {
+                Some(err) => Err(err),
+                None => self
+                    .registry
+                    .add_work(item.metadata.clone(), &item.consents, actor)
+                    .map_err(|err| {
+                        // Compensate; if this fails too, reconcile() will on next open.
+                        let _ = self.writer.remove_work(&item.work.work_id);
+                        err.into()
+                    }),
+            })
+            .collect())
+    }
+
     /// Removes a work from the registry, then its fingerprints.
     pub fn remove(&self, work_id: &str, actor: &str) -> Result<(), EngineError> {
         self.registry.remove_work(work_id, actor)?;
@@ -305,6 +403,67 @@ impl DataDir {
     pub fn index_writer(&self) -> Result<IndexWriter, EngineError> {
         Ok(IndexWriter::open(&self.index_dir())?)
     }
+
+    /// Path of the registry database.
+    pub fn registry_path(&self) -> PathBuf {
+        self.root.join(crate::registry::REGISTRY_FILE)
+    }
+
+    /// Whether the registry database exists (without creating it).
+    pub fn has_registry(&self) -> bool {
+        self.registry_path().is_file()
+    }
+
+    /// Opens (creating if needed) the registry of this data directory, after
+    /// [`DataDir::check_registry_present`]: a registry is never created next to
+    /// an index that already holds works.
+    pub fn open_registry(&self) -> Result<crate::registry::Registry, EngineError> {
+        self.check_registry_present()?;
+        Ok(crate::registry::Registry::open(&self.root)?)
+    }
+
+    /// Fails with [`EngineError::IndexWithoutRegistry`] when the index holds
+    /// works but the registry database does not exist.
+    pub fn check_registry_present(&self) -> Result<(), EngineError> {
+        if self.has_registry() {
+            return Ok(());
+        }
+        let works = self.open_index()?.live_work_count();
+        if works == 0 {
+            return Ok(());
+        }
+        Err(EngineError::IndexWithoutRegistry {
+            root: self.root.clone(),
+            works,
+            registry_file: crate::registry::REGISTRY_FILE,
+        })
+    }
+}
+
+/// A fingerprinted work with its registry entry, for [`Catalog::register_batch`].
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub work: PreparedWork,
+    pub metadata: crate::registry::NewWork,
+    pub consents: Vec<crate::registry::NewConsent>,
+}
+
+/// Id of the fingerprint configuration, as recorded with each registered work.
+pub fn fingerprint_config_id() -> String {
+    format!("{:#010x}", crate::fingerprint::CONFIG_ID)
+}
+
+/// The reference-audio summary the registry keeps for a prepared work.
+pub fn reference_summary(
+    work: &PreparedWork,
+    audio_sha256: &str,
+) -> crate::registry::ReferenceAudio {
+    crate::registry::ReferenceAudio {
+        duration_s: work.info.duration_s,
+        fingerprint_config: fingerprint_config_id(),
+        audio_sha256: audio_sha256.to_owned(),
+        source_file: work.source.display().to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -318,5 +477,91 @@ mod tests {
         assert!(validate_work_id("has space").is_err());
         assert!(validate_work_id("../etc/passwd").is_err());
         assert!(validate_work_id(&"x".repeat(129)).is_err());
+    }
+
+    fn clip(id: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("test-audio/refs/{id}.ogg"))
+    }
+
+    fn registration(id: &str, clip_id: &str) -> Registration {
+        let work = prepare_work(id, &clip(clip_id), &DecodeLimits::default()).unwrap();
+        let sha = sha256_file(&work.source).unwrap();
+        let metadata = crate::registry::NewWork {
+            id: crate::registry::WorkId::parse(id).unwrap(),
+            title: id.to_owned(),
+            artists: Vec::new(),
+            isrc: None,
+            iswc: None,
+            holder: "holder".to_owned(),
+            holder_isni: None,
+            reference: reference_summary(&work, &sha),
+        };
+        Registration {
+            work,
+            metadata,
+            consents: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn register_batch_writes_one_segment_and_refuses_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let catalog = Catalog::open(&data).unwrap();
+        let first = registration("a", "wesnoth-heroes-rite");
+        catalog.register_batch(std::slice::from_ref(&first), "t").unwrap().remove(0).unwrap();
+        let mut mismatched = registration("c", "wesnoth-northerners");
+        mismatched.work.work_id = "other".to_owned();
+        let items = [
+            registration("b", "fof-sectoid-war-of-freedom"),
+            first,
+            registration("b", "wesnoth-northerners"),
+            mismatched,
+        ];
+        let results = catalog.register_batch(&items, "t").unwrap();
+        assert_eq!(results[0].as_ref().unwrap().id.as_str(), "b");
+        assert!(matches!(results[1], Err(EngineError::AlreadyRegistered { .. })));
+        assert!(matches!(results[2], Err(EngineError::AlreadyRegistered { .. })));
+        assert!(matches!(results[3], Err(EngineError::MismatchedIds { .. })));
+        let stats = data.open_index().unwrap().stats();
+        assert_eq!((stats.segments, stats.live_works), (2, 2));
+        let mut ids = catalog.registry.work_ids().unwrap().into_iter().collect::<Vec<_>>();
+        ids.sort();
+        assert_eq!(ids, ["a", "b"]);
+    }
+
+    #[test]
+    fn fingerprints_left_by_a_crash_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let catalog = Catalog::open(&data).unwrap();
+        let kept = registration("kept", "wesnoth-heroes-rite");
+        catalog.register(&kept.work, kept.metadata.clone(), &[], "t").unwrap();
+        // The crash window: fingerprints committed, registry row never written.
+        let orphan = registration("orphan", "wesnoth-northerners");
+        commit_works(&catalog.writer, std::slice::from_ref(&orphan.work)).unwrap();
+        drop(catalog);
+        assert!(data.open_index().unwrap().contains("orphan"));
+        let catalog = Catalog::open(&data).unwrap();
+        let index = data.open_index().unwrap();
+        assert!(!index.contains("orphan") && index.contains("kept"));
+        assert!(catalog.reconcile().unwrap().is_empty());
+        // The id can be registered properly now.
+        catalog.register(&orphan.work, orphan.metadata, &[], "t").unwrap();
+    }
+
+    #[test]
+    fn registry_is_not_created_next_to_an_index_with_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let legacy = registration("legacy", "wesnoth-heroes-rite");
+        commit_works(&data.index_writer().unwrap(), std::slice::from_ref(&legacy.work)).unwrap();
+        assert!(matches!(
+            Catalog::open(&data),
+            Err(EngineError::IndexWithoutRegistry { works: 1, .. })
+        ));
+        assert!(data.open_registry().is_err());
+        assert!(!data.has_registry());
+        assert!(data.open_index().unwrap().contains("legacy"));
     }
 }

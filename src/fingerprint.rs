@@ -229,7 +229,12 @@ fn fingerprint_block(
     let offset = frame_offset as u32;
     let lo = keep_from.saturating_sub(frame_offset) as u32;
     let hi = keep_to.saturating_sub(frame_offset) as u32;
-    triplet_prints(&peaks, side, |anchor_frame| anchor_frame >= lo && anchor_frame < hi, &mut prints);
+    triplet_prints(
+        &peaks,
+        side,
+        |anchor_frame| anchor_frame >= lo && anchor_frame < hi,
+        &mut prints,
+    );
     for print in &mut prints {
         print.t_frame += offset;
     }
@@ -476,7 +481,13 @@ fn triplet_fields(a: &Peak, b: &Peak, c: &Peak, probe: bool) -> Option<TripletFi
         band: Field::floored(band_x, PROBE_MARGIN_BAND, 0, BANDS - 1, probe),
         df_ab: Field::rounded(b.f - a.f, PROBE_MARGIN_DF, -half_df, half_df, probe),
         df_ac: Field::rounded(c.f - a.f, PROBE_MARGIN_DF, -half_df, half_df, probe),
-        ratio: Field::floored(ratio_x, PROBE_MARGIN_RATIO, 0, RATIO_LEVELS as i32 - 1, probe),
+        ratio: Field::floored(
+            ratio_x,
+            PROBE_MARGIN_RATIO,
+            0,
+            RATIO_LEVELS as i32 - 1,
+            probe,
+        ),
         dt: Field::floored(dt_x, PROBE_MARGIN_DT, 0, DT_LOG_BINS - 1, probe),
     })
 }
@@ -623,7 +634,9 @@ mod tests {
         let n = (seconds * SAMPLE_RATE_HZ as f32) as usize;
         let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
         let mut rand = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
         };
         let note_len = (0.15 * SAMPLE_RATE_HZ as f32) as usize;
@@ -710,7 +723,10 @@ mod tests {
             .filter(|p| query_set.contains(&(p.hash, p.t_frame)))
             .count();
         let fraction = covered as f64 / reference.prints.len() as f64;
-        assert!(fraction > 0.8, "only {fraction:.2} of reference prints reproduced");
+        assert!(
+            fraction > 0.8,
+            "only {fraction:.2} of reference prints reproduced"
+        );
     }
 
     #[test]

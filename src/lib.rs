@@ -43,6 +43,8 @@ pub mod matcher;
 pub mod policy;
 pub mod registry;
 pub mod report;
+pub mod scan;
+pub mod service;
 pub mod spectrogram;
 
 /// Version of the engine, recorded in every verdict so results can be reproduced.

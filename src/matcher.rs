@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fingerprint::{Fingerprint, FRAMES_PER_SECOND, Print};
+use crate::fingerprint::{FRAMES_PER_SECOND, Fingerprint, Print};
 use crate::index::{Index, WorkRef};
 use crate::spectrogram::BINS_PER_OCTAVE;
 
@@ -293,7 +293,7 @@ fn best_alignment(hits: &[Hit]) -> Option<(f64, f64)> {
             vote(hits, std::iter::once(slope), COARSE_OFFSET_BIN_FRAMES)
         })
         .collect();
-    per_slope.sort_by(|a, b| b.0.cmp(&a.0));
+    per_slope.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     let fine_steps = (COARSE_SPEED_STEP / SPEED_STEP).ceil() as i64;
     per_slope
         .iter()
@@ -414,14 +414,23 @@ mod tests {
 
     #[test]
     fn hough_finds_stretched_line_among_noise() {
-        let mut hits: Vec<Hit> = (0..80).map(|i| hit(i * 10, (i as f64 * 10.0 * 1.07) as u32 + 500)).collect();
+        let mut hits: Vec<Hit> = (0..80)
+            .map(|i| hit(i * 10, (i as f64 * 10.0 * 1.07) as u32 + 500))
+            .collect();
         // Uniform clutter.
         hits.extend((0..200u32).map(|i| hit((i * 37) % 800, (i * 7919) % 5000)));
         let segments = align_work(hits, 5.0);
-        let best = segments.iter().max_by(|a, b| a.score.total_cmp(&b.score)).unwrap();
+        let best = segments
+            .iter()
+            .max_by(|a, b| a.score.total_cmp(&b.score))
+            .unwrap();
         assert!((best.slope - 1.07).abs() < 0.01, "slope {}", best.slope);
         assert!(best.score >= 75.0, "score {}", best.score);
-        assert!((best.intercept - 500.0).abs() < 6.0, "intercept {}", best.intercept);
+        assert!(
+            (best.intercept - 500.0).abs() < 6.0,
+            "intercept {}",
+            best.intercept
+        );
     }
 
     #[test]

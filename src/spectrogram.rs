@@ -126,10 +126,9 @@ impl FftWorkspace {
                 BinSource::Interpolate { lo, frac } => {
                     self.power[lo] * (1.0 - frac) + self.power[lo + 1] * frac
                 }
-                BinSource::Max { lo, hi } => self.power[lo..=hi]
-                    .iter()
-                    .copied()
-                    .fold(0.0f32, f32::max),
+                BinSource::Max { lo, hi } => {
+                    self.power[lo..=hi].iter().copied().fold(0.0f32, f32::max)
+                }
             };
             *dst = fast_log2(power + POWER_FLOOR);
         }
@@ -266,7 +265,10 @@ mod tests {
             .map(|(i, _)| i)
             .unwrap();
         let expected = ((freq as f64 / MIN_FREQ_HZ).log2() * BINS_PER_OCTAVE as f64).round();
-        assert!((best as f64 - expected).abs() <= 1.0, "{best} vs {expected}");
+        assert!(
+            (best as f64 - expected).abs() <= 1.0,
+            "{best} vs {expected}"
+        );
     }
 
     #[test]

@@ -190,7 +190,9 @@ const PLACEMENT_SLACK_S: f64 = 2.0;
 fn score_match(q: &QueryEntry, m: &Match, outcome: &mut QueryOutcome) {
     let right_work = q.work_id.as_deref() == Some(m.work_id.as_str());
     let placed = match (q.query_start_s, q.query_end_s) {
-        (Some(s), Some(e)) => m.query_end_s > s - PLACEMENT_SLACK_S && m.query_start_s < e + PLACEMENT_SLACK_S,
+        (Some(s), Some(e)) => {
+            m.query_end_s > s - PLACEMENT_SLACK_S && m.query_start_s < e + PLACEMENT_SLACK_S
+        }
         _ => true,
     };
     if right_work && placed {
@@ -291,7 +293,10 @@ const SWEEP_THRESHOLDS: [f64; 9] = [6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0, 25.0
 
 fn sweep(outcomes: &[QueryOutcome], negative_hours: f64) -> Vec<SweepRow> {
     let recall = |len: &str, t: f64| {
-        let pos: Vec<&QueryOutcome> = outcomes.iter().filter(|o| o.positive && o.length == len).collect();
+        let pos: Vec<&QueryOutcome> = outcomes
+            .iter()
+            .filter(|o| o.positive && o.length == len)
+            .collect();
         pos.iter().filter(|o| o.correct_score >= t).count() as f64 / pos.len().max(1) as f64
     };
     SWEEP_THRESHOLDS
@@ -324,7 +329,9 @@ pub fn run(args: &EvalArgs) -> Result<u8> {
     if let Some(limit) = args.per_cell {
         let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
         queries.retain(|q| {
-            let n = seen.entry((q.condition.clone(), length_label(q))).or_default();
+            let n = seen
+                .entry((q.condition.clone(), length_label(q)))
+                .or_default();
             *n += 1;
             *n <= limit
         });
@@ -333,7 +340,11 @@ pub fn run(args: &EvalArgs) -> Result<u8> {
         min_score: SWEEP_THRESHOLDS[0].min(args.thresholds.min_score),
         confident_score: args.thresholds.confident_score,
     };
-    eprintln!("eval: {} queries against {} works…", queries.len(), index.live_work_count());
+    eprintln!(
+        "eval: {} queries against {} works…",
+        queries.len(),
+        index.live_work_count()
+    );
     let started = Instant::now();
     let outcomes: Vec<QueryOutcome> = queries
         .par_iter()
@@ -390,7 +401,10 @@ fn build_report(outcomes: Vec<QueryOutcome>, config: &MatcherConfig, wall_s: f64
         latency_p50_s: percentile(&latencies, 0.5),
         latency_p95_s: percentile(&latencies, 0.95),
         latency_p99_s: percentile(&latencies, 0.99),
-        cells: cells.into_iter().map(|((c, l), cell)| (c, l, cell)).collect(),
+        cells: cells
+            .into_iter()
+            .map(|((c, l), cell)| (c, l, cell))
+            .collect(),
         sweep: sweep(&outcomes, negative_hours),
         outcomes,
     }
@@ -401,15 +415,25 @@ fn fmt_opt(v: Option<f64>) -> String {
 }
 
 fn print_report(r: &EvalReport) {
-    println!("\nearmark accuracy (config {}, confident score ≥ {})", r.config_id, r.confident_score);
-    println!("{:<16} {:>5} {:>6} {:>8} {:>6} {:>10} {:>10}", "condition", "len", "n", "recall", "wrong", "ref err50", "ref err95");
+    println!(
+        "\nearmark accuracy (config {}, confident score ≥ {})",
+        r.config_id, r.confident_score
+    );
+    println!(
+        "{:<16} {:>5} {:>6} {:>8} {:>6} {:>10} {:>10}",
+        "condition", "len", "n", "recall", "wrong", "ref err50", "ref err95"
+    );
     for (condition, length, c) in &r.cells {
         println!(
             "{:<16} {:>5} {:>6} {:>7.1}% {:>6} {:>10} {:>10}",
             condition,
             length,
             c.queries,
-            if length == "neg" { 0.0 } else { 100.0 * c.recall },
+            if length == "neg" {
+                0.0
+            } else {
+                100.0 * c.recall
+            },
             c.wrong,
             fmt_opt(c.median_ref_error_s),
             fmt_opt(c.p95_ref_error_s)

@@ -3,6 +3,10 @@
 mod demo;
 mod eval;
 pub mod registry_cmds;
+pub mod remote;
+mod scan;
+mod serve;
+pub mod works;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -15,7 +19,11 @@ use rayon::prelude::*;
 use crate::decode::DecodeLimits;
 use crate::engine::{self, DataDir};
 use crate::matcher::MatcherConfig;
+use crate::policy::{self, Decision, PolicyConfig, UnknownConsent, Verdict, VerdictContext};
+use crate::registry::{Registry, Scope};
 use crate::report::{self, FileReport};
+use registry_cmds::{AuditCmd, ConsentCmd, KeysCmd, LedgerCmd};
+pub use works::WorksCmd;
 
 /// Exit code: nothing found / all good.
 pub const EXIT_CLEAN: u8 = 0;
@@ -49,25 +57,42 @@ pub enum Command {
     /// Manage registered works.
     #[command(subcommand)]
     Works(WorksCmd),
-    /// Identify registered works inside audio files.
+    /// Identify registered works inside audio files; with --purpose, decide
+    /// block / flag / allow from their consent.
+    #[command(
+        after_help = "Exit status without --purpose: 0 nothing found, 1 a registered work \
+        found, 2 error. With --purpose: 0 every file allowed, 1 something blocked or flagged, \
+        2 error."
+    )]
     Identify(IdentifyArgs),
+    /// Record and inspect consent statements of works.
+    #[command(subcommand)]
+    Consent(ConsentCmd),
+    /// Verify or export the hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Export the attribution ledger (per-work totals).
+    #[command(subcommand)]
+    Ledger(LedgerCmd),
+    /// Manage API keys of the service.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Inspect and maintain the fingerprint index.
     #[command(subcommand)]
     Index(IndexCmd),
     /// Accuracy harness: run an evaluation set (see scripts/make-eval-set.py).
     Eval(eval::EvalArgs),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum WorksCmd {
-    /// Register reference audio under a work id.
-    Add {
-        #[arg(long)]
-        id: String,
-        file: PathBuf,
-    },
-    /// Remove a work (its fingerprints stop matching at once).
-    Remove { id: String },
+    /// Screen a dataset (folders, JSONL/CSV manifests, WebDataset shards, parquet):
+    /// report, filtered copies, summary. Exit 0 all allowed, 1 blocked or flagged,
+    /// 3 some items not screened, 2 error.
+    Scan(scan::ScanArgs),
+    /// Run the gRPC service (screening + registry) on this data directory.
+    Serve(serve::ServeArgs),
+    /// Fingerprint an audio file locally (for `identify --remote` / ScreenFingerprints).
+    Fingerprint(serve::FingerprintArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(remote::BenchCmd),
 }
 
 #[derive(Debug, Args)]
@@ -77,9 +102,82 @@ pub struct IdentifyArgs {
     pub json: bool,
     #[command(flatten)]
     pub thresholds: Thresholds,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Audio files to screen.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+/// Consent screening options of `identify`.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// Screen for this use and print a verdict per file (block / flag / allow)
+    /// from each matched work's consent in force now.
+    #[arg(long, value_parser = registry_cmds::scope_parser())]
+    pub purpose: Option<Scope>,
+    /// With --purpose: verdict for a confident match of a work without any
+    /// consent on record.
+    #[arg(long, value_enum, requires = "purpose")]
+    pub unknown: Option<UnknownArg>,
+    /// With --purpose: submission id for the verdict and the attribution ledger
+    /// (one file only; default "sha256:" and the file's SHA-256).
+    #[arg(long, requires = "purpose")]
+    pub submission_id: Option<String>,
+    /// With --purpose: do not record attributions of allowed uses in the ledger.
+    #[arg(long, requires = "purpose")]
+    pub no_ledger: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnknownArg {
+    Allow,
+    Flag,
+}
+
+impl PolicyArgs {
+    /// The screening settings, or `None` without `--purpose`.
+    pub fn screening(&self, files: usize) -> Result<Option<Screening>> {
+        let Some(purpose) = self.purpose else {
+            return Ok(None);
+        };
+        if self.submission_id.is_some() && files != 1 {
+            bail!("--submission-id names one submission: give exactly one file");
+        }
+        let unknown_consent = match self.unknown {
+            Some(UnknownArg::Allow) => UnknownConsent::Allow,
+            Some(UnknownArg::Flag) | None => UnknownConsent::Flag,
+        };
+        Ok(Some(Screening {
+            purpose,
+            config: PolicyConfig {
+                unknown_consent,
+                territory: None,
+            },
+            submission_id: self.submission_id.clone(),
+            record_attributions: !self.no_ledger,
+        }))
+    }
+}
+
+/// How to turn matches into verdicts.
+#[derive(Debug, Clone)]
+pub struct Screening {
+    pub purpose: Scope,
+    pub config: PolicyConfig,
+    /// Fixed submission id (single file); default: `sha256:<hex of the file>`.
+    pub submission_id: Option<String>,
+    /// Write attributions of allowed verdicts to the ledger.
+    pub record_attributions: bool,
+}
+
+/// One screened file: what was found and, with a purpose, the verdict.
+#[derive(Debug, Clone)]
+pub struct Screened {
+    pub report: FileReport,
+    pub verdict: Option<Verdict>,
+    /// New ledger entries written for this file.
+    pub attributions_recorded: usize,
 }
 
 #[derive(Debug, Clone, Copy, Args)]
@@ -145,32 +243,18 @@ fn run(cli: Cli) -> Result<u8> {
     let data = DataDir::new(&cli.data);
     match cli.command {
         Command::Demo(args) => demo::run(&args),
-        Command::Works(cmd) => run_works(&data, cmd),
+        Command::Works(cmd) => works::run(&data, cmd),
         Command::Identify(args) => run_identify(&data, &args),
+        Command::Consent(cmd) => registry_cmds::run_consent(cmd, &data.open_registry()?),
+        Command::Audit(cmd) => registry_cmds::run_audit(cmd, &data.open_registry()?),
+        Command::Ledger(cmd) => registry_cmds::run_ledger(cmd, &data.open_registry()?),
+        Command::Keys(cmd) => registry_cmds::run_keys(cmd, &data.open_registry()?),
         Command::Index(cmd) => run_index(&data, cmd),
         Command::Eval(args) => eval::run(&args),
-    }
-}
-
-fn run_works(data: &DataDir, cmd: WorksCmd) -> Result<u8> {
-    match cmd {
-        WorksCmd::Add { id, file } => {
-            let writer = data.index_writer()?;
-            let work = engine::prepare_work(&id, &file, &DecodeLimits::default())?;
-            let generation = engine::commit_works(&writer, std::slice::from_ref(&work))?;
-            println!(
-                "registered {id}: {:.1} s, {} prints (index generation {generation})",
-                work.info.duration_s,
-                work.fingerprint.prints.len()
-            );
-            Ok(EXIT_CLEAN)
-        }
-        WorksCmd::Remove { id } => {
-            let writer = data.index_writer()?;
-            let generation = writer.remove_work(&id)?;
-            println!("removed {id} (index generation {generation})");
-            Ok(EXIT_CLEAN)
-        }
+        Command::Scan(args) => scan::run(&data, &args),
+        Command::Serve(args) => serve::run_serve(&data, &args),
+        Command::Fingerprint(args) => serve::run_fingerprint(&args),
+        Command::Bench(cmd) => remote::run_bench(&cmd),
     }
 }
 
@@ -210,21 +294,158 @@ fn identify_one(
     }
 }
 
+/// Identifies works in `files` (in parallel, results in input order) and, with
+/// a screening, decides a verdict per file and records attributions of allowed
+/// uses. Matches of works the registry does not hold (an interrupted
+/// registration) are dropped when a registry exists.
+pub fn screen(
+    data: &DataDir,
+    files: &[PathBuf],
+    config: &MatcherConfig,
+    screening: Option<&Screening>,
+) -> Result<Vec<Screened>> {
+    let index = data.open_index()?;
+    let registry = if data.has_registry() || screening.is_some() {
+        Some(data.open_registry()?)
+    } else {
+        None
+    };
+    let registered = registry.as_ref().map(Registry::work_ids).transpose()?;
+    let limits = DecodeLimits::default();
+    let want_sha = screening.is_some_and(|s| s.submission_id.is_none());
+    let found: Vec<(FileReport, Option<String>)> = files
+        .par_iter()
+        .map(|path| {
+            let mut report = identify_one(&index, path, &limits, config);
+            let mut sha = None;
+            if want_sha && report.error.is_none() {
+                match engine::sha256_file(path) {
+                    Ok(hex) => sha = Some(format!("sha256:{hex}")),
+                    Err(err) => report.error = Some(err.to_string()),
+                }
+            }
+            (report, sha)
+        })
+        .collect();
+    let mut screened = Vec::with_capacity(found.len());
+    for (mut report, sha) in found {
+        if let Some(ids) = &registered {
+            report.matches.retain(|m| ids.contains(&m.work_id));
+        }
+        let (verdict, recorded) = match (screening, &registry) {
+            (Some(s), Some(reg)) if report.error.is_none() => {
+                let submission_id = s.submission_id.clone().or(sha).unwrap_or_default();
+                decide(&report, s, submission_id, index.generation(), reg)?
+            }
+            _ => (None, 0),
+        };
+        screened.push(Screened {
+            report,
+            verdict,
+            attributions_recorded: recorded,
+        });
+    }
+    Ok(screened)
+}
+
+/// The verdict of one file, with attributions recorded for an allowed use.
+fn decide(
+    report: &FileReport,
+    screening: &Screening,
+    submission_id: String,
+    index_generation: u64,
+    registry: &Registry,
+) -> Result<(Option<Verdict>, usize)> {
+    let context = VerdictContext {
+        submission_id,
+        submission_name: report.file.clone(),
+        index_generation,
+        engine_version: crate::ENGINE_VERSION.to_owned(),
+    };
+    let verdict = policy::decide(
+        &report.matches,
+        screening.purpose,
+        registry.now(),
+        registry,
+        &screening.config,
+        context,
+    )?;
+    let recorded = if screening.record_attributions && verdict.decision == Decision::Allow {
+        policy::record_attributions(&verdict, registry)?
+    } else {
+        0
+    };
+    Ok((Some(verdict), recorded))
+}
+
+/// Human-readable verdict lines of one file.
+pub fn human_verdict(verdict: &Verdict, attributions_recorded: usize) -> String {
+    let mut out = format!(
+        "  verdict for {}: {}\n",
+        verdict.purpose,
+        verdict.decision.as_str().to_uppercase()
+    );
+    for reason in &verdict.reasons {
+        out.push_str(&format!("    {reason}\n"));
+    }
+    for a in &verdict.attributions {
+        let state = if attributions_recorded > 0 {
+            "recorded in the ledger"
+        } else if verdict.decision == Decision::Allow {
+            "already in the ledger or not recorded"
+        } else {
+            "pending review, not recorded"
+        };
+        out.push_str(&format!(
+            "  attribution: {} ({}) {:.1} s, {state}\n",
+            a.work_id, a.holder, a.seconds_matched
+        ));
+    }
+    out
+}
+
+/// One `identify --json` line: the issue-2 report fields, plus `verdict` when
+/// screening for a purpose (`null` for a file that could not be screened).
+fn json_line(s: &Screened, with_verdict: bool) -> Result<String> {
+    let mut value = serde_json::to_value(&s.report)?;
+    if with_verdict && let Some(obj) = value.as_object_mut() {
+        obj.insert("verdict".to_owned(), serde_json::to_value(&s.verdict)?);
+    }
+    Ok(serde_json::to_string(&value)?)
+}
+
 fn run_identify(data: &DataDir, args: &IdentifyArgs) -> Result<u8> {
-    let reports = identify_reports(data, &args.files, &args.thresholds.matcher_config())?;
+    let screening = args.policy.screening(args.files.len())?;
+    let results = screen(
+        data,
+        &args.files,
+        &args.thresholds.matcher_config(),
+        screening.as_ref(),
+    )?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    for r in &reports {
+    for s in &results {
         if args.json {
-            writeln!(out, "{}", serde_json::to_string(r)?)?;
+            writeln!(out, "{}", json_line(s, screening.is_some())?)?;
         } else {
-            write!(out, "{}", report::human(r))?;
+            write!(out, "{}", report::human(&s.report))?;
+            if let Some(v) = &s.verdict {
+                write!(out, "{}", human_verdict(v, s.attributions_recorded))?;
+            }
         }
     }
-    let errors = reports.iter().filter(|r| r.error.is_some()).count();
-    let found = reports
-        .iter()
-        .any(|r| r.matches.iter().any(|m| m.confident));
+    let errors = results.iter().filter(|s| s.report.error.is_some()).count();
+    let found = if screening.is_some() {
+        results.iter().any(|s| {
+            s.verdict
+                .as_ref()
+                .is_some_and(|v| v.decision != Decision::Allow)
+        })
+    } else {
+        results
+            .iter()
+            .any(|s| s.report.matches.iter().any(|m| m.confident))
+    };
     if errors > 0 && !args.json && io::stderr().is_terminal() {
         eprintln!("earmark: {errors} file(s) could not be screened");
     }
@@ -248,7 +469,10 @@ fn run_index(data: &DataDir, cmd: IndexCmd) -> Result<u8> {
                 println!("generation       {}", stats.generation);
                 println!("config id        {}", stats.config_id);
                 println!("segments         {}", stats.segments);
-                println!("works            {} live, {} removed", stats.live_works, stats.tombstoned_works);
+                println!(
+                    "works            {} live, {} removed",
+                    stats.live_works, stats.tombstoned_works
+                );
                 println!("postings         {}", stats.postings);
                 println!("size             {:.2} MB", stats.bytes as f64 / 1e6);
                 println!("reference audio  {:.2} h", stats.reference_hours);
@@ -264,7 +488,7 @@ fn run_index(data: &DataDir, cmd: IndexCmd) -> Result<u8> {
                 "index OK: {} segments, {} works, {} postings verified",
                 stats.segments, stats.live_works, stats.postings
             );
-            Ok(EXIT_CLEAN)
+            verify_against_registry(data, &index)
         }
         IndexCmd::Compact => {
             let writer = data.index_writer()?;
@@ -278,6 +502,40 @@ fn run_index(data: &DataDir, cmd: IndexCmd) -> Result<u8> {
             Ok(EXIT_CLEAN)
         }
     }
+}
+
+/// `index verify`, second part: every registered work must have fingerprints.
+/// Fingerprints without a registry entry (left by an interrupted registration)
+/// are reported but are not an error: they never match and the next change
+/// through `works` removes them.
+fn verify_against_registry(data: &DataDir, index: &crate::index::Index) -> Result<u8> {
+    if !data.has_registry() {
+        println!("no registry in {}", data.root.display());
+        return Ok(EXIT_CLEAN);
+    }
+    let registered = data.open_registry()?.work_ids()?;
+    let mut missing: Vec<&String> = registered.iter().filter(|id| !index.contains(id)).collect();
+    missing.sort();
+    let unregistered = index
+        .work_ids()
+        .filter(|id| !registered.contains(*id))
+        .count();
+    if unregistered > 0 {
+        println!(
+            "{unregistered} fingerprint set(s) without a registry entry (interrupted \
+             registration; never reported, removed by the next `earmark works` change)"
+        );
+    }
+    if !missing.is_empty() {
+        let ids: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+        bail!(
+            "{} registered work(s) have no fingerprints in the index: {}",
+            missing.len(),
+            ids.join(", ")
+        );
+    }
+    println!("registry OK: {} works, all fingerprinted", registered.len());
+    Ok(EXIT_CLEAN)
 }
 
 /// Fails with a clear message if `path` is not a readable directory.

@@ -33,11 +33,11 @@ const DEFAULT_LIST_LIMIT: usize = 1000;
 /// Fallback actor when nothing else names the operator.
 const FALLBACK_ACTOR: &str = "cli";
 
-fn scope_parser() -> impl TypedValueParser<Value = Scope> {
+pub(crate) fn scope_parser() -> impl TypedValueParser<Value = Scope> {
     PossibleValuesParser::new(Scope::ALL.iter().map(|s| s.as_str())).try_map(|s| s.parse::<Scope>())
 }
 
-fn status_parser() -> impl TypedValueParser<Value = ConsentStatus> {
+pub(crate) fn status_parser() -> impl TypedValueParser<Value = ConsentStatus> {
     PossibleValuesParser::new(ConsentStatus::ALL.iter().map(|s| s.as_str()))
         .try_map(|s| s.parse::<ConsentStatus>())
 }

@@ -38,21 +38,29 @@ const OPEN_RETRIES: usize = 5;
 pub enum IndexError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{path}: corrupt index: {reason}; run `earmark index verify` and restore from backup or re-register the works")]
+    #[error(
+        "{path}: corrupt index: {reason}; run `earmark index verify` and restore from backup or re-register the works"
+    )]
     Corrupt { path: PathBuf, reason: String },
-    #[error("{path}: index format version {found}, this earmark reads version {expected}; re-register the works into a new data directory (or use the earmark release that wrote it)")]
+    #[error(
+        "{path}: index format version {found}, this earmark reads version {expected}; re-register the works into a new data directory (or use the earmark release that wrote it)"
+    )]
     FormatVersion {
         path: PathBuf,
         found: u32,
         expected: u32,
     },
-    #[error("{path}: index built with fingerprint config {found:#010x}, this earmark uses {expected:#010x}; re-register the works into a new data directory")]
+    #[error(
+        "{path}: index built with fingerprint config {found:#010x}, this earmark uses {expected:#010x}; re-register the works into a new data directory"
+    )]
     ConfigMismatch {
         path: PathBuf,
         found: u32,
         expected: u32,
     },
-    #[error("{dir}: another earmark process is writing this index (lock held on {dir}/LOCK); retry when it has finished")]
+    #[error(
+        "{dir}: another earmark process is writing this index (lock held on {dir}/LOCK); retry when it has finished"
+    )]
     Locked { dir: PathBuf },
     #[error("work '{work_id}' is already in the index")]
     DuplicateWork { work_id: String },
@@ -437,7 +445,9 @@ impl IndexWriter {
                 work_id: work_id.to_string(),
             })?;
         drop(current);
-        manifest.segments[r.segment as usize].tombstones.push(r.work);
+        manifest.segments[r.segment as usize]
+            .tombstones
+            .push(r.work);
         manifest.generation += 1;
         manifest.store(&self.dir)?;
         Ok(manifest.generation)
@@ -553,7 +563,10 @@ mod tests {
 
         writer.remove_work("a").unwrap();
         let index = Index::open(dir.path()).unwrap();
-        assert!(hits(&index, pa[0].hash).is_empty(), "tombstone honoured at once");
+        assert!(
+            hits(&index, pa[0].hash).is_empty(),
+            "tombstone honoured at once"
+        );
         assert_eq!(hits(&index, pb[0].hash), vec!["b"]);
 
         let generation = writer.compact().unwrap();
@@ -565,7 +578,10 @@ mod tests {
         index.verify().unwrap();
         // Re-adding a removed work is allowed.
         writer.add_works(&[(work("a"), &pa)]).unwrap();
-        assert_eq!(hits(&Index::open(dir.path()).unwrap(), pa[0].hash), vec!["a"]);
+        assert_eq!(
+            hits(&Index::open(dir.path()).unwrap(), pa[0].hash),
+            vec!["a"]
+        );
     }
 
     #[test]

@@ -246,7 +246,10 @@ impl Segment {
             source,
         })?;
         if mmap.len() < HEADER_LEN {
-            return Err(corrupt(format!("file is {} bytes, shorter than a header", mmap.len())));
+            return Err(corrupt(format!(
+                "file is {} bytes, shorter than a header",
+                mmap.len()
+            )));
         }
         if &mmap[0..8] != MAGIC {
             return Err(corrupt("bad magic: not an earmark index segment".into()));
@@ -313,7 +316,7 @@ impl Segment {
     pub fn lookup(&self, hash: u32, mut visit: impl FnMut(Posting)) {
         let low_bits = HASH_BITS - self.header.prefix_bits;
         let bucket = (hash >> low_bits) as usize;
-        if bucket + 1 >= (1usize << self.header.prefix_bits) + 1 {
+        if bucket >= (1usize << self.header.prefix_bits) {
             return;
         }
         let (start, end) = (self.offset(bucket), self.offset(bucket + 1));
@@ -396,14 +399,17 @@ fn validate_layout(h: &Header, file_len: usize) -> Result<(), String> {
         return Err(format!("prefix bits {} out of range", h.prefix_bits));
     }
     let buckets = 1u64 << h.prefix_bits;
-    let offsets_end = h.offsets_pos.checked_add((buckets + 1) * 4).ok_or("offsets overflow")?;
+    let offsets_end = h
+        .offsets_pos
+        .checked_add((buckets + 1) * 4)
+        .ok_or("offsets overflow")?;
     let postings_end = h
         .postings_pos
         .checked_add(h.posting_count.checked_mul(8).ok_or("postings overflow")?)
         .ok_or("postings overflow")?;
     let ordered = h.offsets_pos as usize == HEADER_LEN
         && offsets_end <= h.postings_pos
-        && h.postings_pos % 8 == 0
+        && h.postings_pos.is_multiple_of(8)
         && postings_end == h.works_pos
         && h.works_pos <= file_len as u64;
     if !ordered {
@@ -440,7 +446,10 @@ mod tests {
     fn pack_round_trips() {
         let p = pack(0x7fff, 0xfffff, 255, MAX_T_FRAME);
         let (low, posting) = unpack(p);
-        assert_eq!((low, posting.work, posting.f_half_bins, posting.t_frame), (0x7fff, 0xfffff, 255, MAX_T_FRAME));
+        assert_eq!(
+            (low, posting.work, posting.f_half_bins, posting.t_frame),
+            (0x7fff, 0xfffff, 255, MAX_T_FRAME)
+        );
     }
 
     #[test]
@@ -450,8 +459,22 @@ mod tests {
         let a = vec![print(0x12345, 10), print(0x12345, 20), print(0xabcde, 5)];
         let b = vec![print(0x12345, 7), print(0x00001, 1)];
         let works = [
-            (SegmentWork { id: "a".into(), duration_s: 1.0, prints: 3 }, a.as_slice()),
-            (SegmentWork { id: "b".into(), duration_s: 2.0, prints: 2 }, b.as_slice()),
+            (
+                SegmentWork {
+                    id: "a".into(),
+                    duration_s: 1.0,
+                    prints: 3,
+                },
+                a.as_slice(),
+            ),
+            (
+                SegmentWork {
+                    id: "b".into(),
+                    duration_s: 2.0,
+                    prints: 2,
+                },
+                b.as_slice(),
+            ),
         ];
         assert_eq!(write_segment(&path, 42, &works).unwrap(), 5);
         let seg = Segment::open(&path, 42).unwrap();
@@ -463,7 +486,10 @@ mod tests {
         let mut none = Vec::new();
         seg.lookup(0x12346, |p| none.push(p));
         assert!(none.is_empty());
-        assert!(matches!(Segment::open(&path, 43), Err(IndexError::ConfigMismatch { .. })));
+        assert!(matches!(
+            Segment::open(&path, 43),
+            Err(IndexError::ConfigMismatch { .. })
+        ));
     }
 
     #[test]
@@ -471,7 +497,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.seg");
         let a: Vec<Print> = (0..1000).map(|i| print(i * 7919 % (1 << 20), i)).collect();
-        write_segment(&path, 1, &[(SegmentWork { id: "a".into(), duration_s: 1.0, prints: 1000 }, &a)]).unwrap();
+        write_segment(
+            &path,
+            1,
+            &[(
+                SegmentWork {
+                    id: "a".into(),
+                    duration_s: 1.0,
+                    prints: 1000,
+                },
+                &a,
+            )],
+        )
+        .unwrap();
         let mut bytes = fs::read(&path).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x55;
@@ -482,6 +520,9 @@ mod tests {
             Err(e) => assert!(matches!(e, IndexError::Corrupt { .. })),
         }
         fs::write(&path, &bytes[..30]).unwrap();
-        assert!(matches!(Segment::open(&path, 1), Err(IndexError::Corrupt { .. })));
+        assert!(matches!(
+            Segment::open(&path, 1),
+            Err(IndexError::Corrupt { .. })
+        ));
     }
 }

@@ -1,0 +1,216 @@
+//! The fingerprint file written by `earmark fingerprint FILE --out F` and sent
+//! by `ScreenFingerprints`, so audio never has to leave the client.
+//!
+//! Layout: the magic line [`MAGIC`], then a length-delimited protobuf
+//! `earmark.v1.FingerprintHeader`, then one length-delimited
+//! `earmark.v1.PrintBatch` holding every print. The header's submission id is
+//! the SHA-256 of the audio file; the purpose is chosen when screening.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use super::pb;
+use crate::decode::DecodeLimits;
+use crate::engine::{self, EngineError};
+use crate::fingerprint::{CONFIG_ID, Fingerprint, Print, Side};
+
+/// First bytes of every fingerprint file (format version 1).
+pub const MAGIC: &[u8] = b"EARMARK-FINGERPRINT 1\n";
+/// Prints per `PrintBatch` message when streaming to the server.
+pub const PRINTS_PER_MESSAGE: usize = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FpFileError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not an earmark fingerprint file (bad magic)")]
+    BadMagic { path: PathBuf },
+    #[error("{path}: corrupt fingerprint file: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Engine(Box<EngineError>),
+}
+
+impl From<EngineError> for FpFileError {
+    fn from(err: EngineError) -> Self {
+        FpFileError::Engine(Box::new(err))
+    }
+}
+
+/// A fingerprint with what the server needs to know about it.
+#[derive(Debug, Clone)]
+pub struct FingerprintFile {
+    pub header: pb::FingerprintHeader,
+    pub fingerprint: Fingerprint,
+}
+
+impl FingerprintFile {
+    /// Decodes and fingerprints an audio file (query side), as the server would.
+    pub fn from_audio(path: &Path, limits: &DecodeLimits) -> Result<Self, FpFileError> {
+        let (fingerprint, info) = engine::fingerprint_file(path, limits, Side::Query)?;
+        let sha256 = engine::sha256_file(path)?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        Ok(Self {
+            header: pb::FingerprintHeader {
+                submission: Some(pb::SubmissionMetadata {
+                    submission_id: sha256,
+                    file_name: name,
+                    ..pb::SubmissionMetadata::default()
+                }),
+                config_id: CONFIG_ID,
+                frames: fingerprint.frames as u64,
+                duration_s: info.duration_s,
+            },
+            fingerprint,
+        })
+    }
+
+    /// Serialises to the file format.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let batch = batch(&self.fingerprint.prints);
+        let mut out =
+            Vec::with_capacity(MAGIC.len() + self.header.encoded_len() + batch.encoded_len() + 20);
+        out.extend_from_slice(MAGIC);
+        // Writing to a Vec cannot fail for lack of space.
+        let _ = self.header.encode_length_delimited(&mut out);
+        let _ = batch.encode_length_delimited(&mut out);
+        out
+    }
+
+    /// Parses the file format.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, FpFileError> {
+        let corrupt = |reason: String| FpFileError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut rest = bytes
+            .strip_prefix(MAGIC)
+            .ok_or_else(|| FpFileError::BadMagic {
+                path: path.to_path_buf(),
+            })?;
+        let header = pb::FingerprintHeader::decode_length_delimited(&mut rest)
+            .map_err(|e| corrupt(format!("header: {e}")))?;
+        let batch = pb::PrintBatch::decode_length_delimited(&mut rest)
+            .map_err(|e| corrupt(format!("prints: {e}")))?;
+        if !rest.is_empty() {
+            return Err(corrupt(format!("{} trailing bytes", rest.len())));
+        }
+        let n = batch.hashes.len();
+        if batch.t_frames.len() != n || batch.f_half_bins.len() != n {
+            return Err(corrupt("print arrays differ in length".into()));
+        }
+        let prints = (0..n)
+            .map(|i| {
+                let f = u8::try_from(batch.f_half_bins[i])
+                    .map_err(|_| corrupt("frequency out of range".into()))?;
+                Ok(Print {
+                    hash: batch.hashes[i],
+                    t_frame: batch.t_frames[i],
+                    f_half_bins: f,
+                })
+            })
+            .collect::<Result<Vec<_>, FpFileError>>()?;
+        let frames =
+            usize::try_from(header.frames).map_err(|_| corrupt("frame count too large".into()))?;
+        Ok(Self {
+            header,
+            fingerprint: Fingerprint { prints, frames },
+        })
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), FpFileError> {
+        std::fs::write(path, self.to_bytes()).map_err(|source| FpFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<Self, FpFileError> {
+        let bytes = std::fs::read(path).map_err(|source| FpFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// The `ScreenFingerprints` messages: the header (with `purpose` and
+    /// `territory` set), then the prints in batches.
+    pub fn requests(
+        &self,
+        purpose: pb::Scope,
+        territory: &str,
+    ) -> Vec<pb::ScreenFingerprintsRequest> {
+        use pb::screen_fingerprints_request::Part;
+        let mut header = self.header.clone();
+        let submission = header.submission.get_or_insert_with(Default::default);
+        submission.purpose = purpose.into();
+        submission.territory = territory.to_owned();
+        let mut out = vec![pb::ScreenFingerprintsRequest {
+            part: Some(Part::Header(header)),
+        }];
+        out.extend(self.fingerprint.prints.chunks(PRINTS_PER_MESSAGE).map(|c| {
+            pb::ScreenFingerprintsRequest {
+                part: Some(Part::Prints(batch(c))),
+            }
+        }));
+        out
+    }
+}
+
+fn batch(prints: &[Print]) -> pb::PrintBatch {
+    pb::PrintBatch {
+        hashes: prints.iter().map(|p| p.hash).collect(),
+        t_frames: prints.iter().map(|p| p.t_frame).collect(),
+        f_half_bins: prints.iter().map(|p| u32::from(p.f_half_bins)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_rejects() {
+        let file = FingerprintFile {
+            header: pb::FingerprintHeader {
+                config_id: CONFIG_ID,
+                frames: 100,
+                duration_s: 1.0,
+                ..Default::default()
+            },
+            fingerprint: Fingerprint {
+                prints: vec![
+                    Print {
+                        hash: 7,
+                        t_frame: 1,
+                        f_half_bins: 200,
+                    },
+                    Print {
+                        hash: 9,
+                        t_frame: 5,
+                        f_half_bins: 3,
+                    },
+                ],
+                frames: 100,
+            },
+        };
+        let bytes = file.to_bytes();
+        let back = FingerprintFile::from_bytes(Path::new("x"), &bytes).unwrap();
+        assert_eq!(back.fingerprint.prints, file.fingerprint.prints);
+        assert_eq!(back.header, file.header);
+        assert!(matches!(
+            FingerprintFile::from_bytes(Path::new("x"), b"nope"),
+            Err(FpFileError::BadMagic { .. })
+        ));
+        assert!(FingerprintFile::from_bytes(Path::new("x"), &bytes[..bytes.len() - 3]).is_err());
+        let requests = file.requests(pb::Scope::AiTraining, "");
+        assert_eq!(requests.len(), 2);
+    }
+}

@@ -1,0 +1,433 @@
+//! `earmark.v1.Screening`: screen uploaded audio or client-side fingerprints.
+//!
+//! The async handler authenticates, admits the request (or sheds it), reads
+//! the client stream within its limits, then hands one job to the CPU pool:
+//! decode → fingerprint → match → policy → ledger. The job stops at its next
+//! check once the caller has gone or the deadline has passed.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Service;
+use super::auth;
+use super::call::{self, Call};
+use super::convert;
+use super::error::ServiceError;
+use super::metrics;
+use super::pb;
+use super::state::{Cancel, Ready, Settings};
+use crate::decode::{self, DecodeLimits};
+use crate::fingerprint::{
+    CONFIG_ID, Fingerprint, HASH_BITS, Print, SAMPLE_RATE_HZ, Side, StreamingFingerprinter,
+};
+use crate::matcher;
+use crate::policy::{self, Decision, Verdict, VerdictContext};
+use crate::registry::Scope;
+
+/// What one screening is about, validated.
+struct Submission {
+    id: Option<String>,
+    name: String,
+    purpose: Scope,
+    policy: policy::PolicyConfig,
+}
+
+impl Submission {
+    fn from_pb(meta: &pb::SubmissionMetadata, settings: &Settings) -> Result<Self, ServiceError> {
+        let purpose = convert::scope_from_pb("metadata.purpose", meta.purpose)?;
+        let mut policy = settings.policy.clone();
+        if let Some(t) = convert::territory("metadata.territory", &meta.territory)? {
+            policy.territory = Some(t);
+        }
+        let id = meta.submission_id.trim();
+        if id.len() > MAX_SUBMISSION_ID_LEN {
+            return Err(ServiceError::invalid(
+                "metadata.submission_id",
+                format!("longer than {MAX_SUBMISSION_ID_LEN} characters"),
+            ));
+        }
+        let name = meta.file_name.trim();
+        Ok(Self {
+            id: (!id.is_empty()).then(|| id.to_owned()),
+            name: if name.is_empty() {
+                UNNAMED.to_owned()
+            } else {
+                name.to_owned()
+            },
+            purpose,
+            policy,
+        })
+    }
+}
+
+/// Longest submission id accepted.
+const MAX_SUBMISSION_ID_LEN: usize = 256;
+/// Submission name used when the client gives none.
+const UNNAMED: &str = "upload";
+
+/// What a screening job produces.
+struct Screened {
+    verdict: Verdict,
+    recorded: usize,
+    audio: pb::AudioSummary,
+}
+
+impl Screened {
+    fn into_response(
+        self,
+        request_id: &str,
+    ) -> Result<(pb::ScreenResponse, Option<String>), ServiceError> {
+        let verdict_json = serde_json::to_string(&self.verdict)
+            .map_err(|e| ServiceError::Internal(format!("serialising the verdict: {e}")))?;
+        let attributions_recorded = if self.verdict.decision == Decision::Allow {
+            self.verdict
+                .attributions
+                .iter()
+                .map(convert::attribution)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        metrics::screened(self.audio.duration_s, self.verdict.decision);
+        let decision = self.verdict.decision.as_str().to_owned();
+        Ok((
+            pb::ScreenResponse {
+                verdict: Some(convert::verdict(&self.verdict)),
+                attributions_recorded,
+                verdict_json,
+                audio: Some(self.audio),
+                request_id: request_id.to_owned(),
+                new_ledger_entries: u32::try_from(self.recorded).unwrap_or(u32::MAX),
+            },
+            Some(decision),
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::screening_server::Screening for Service {
+    async fn screen(
+        &self,
+        request: Request<Streaming<pb::ScreenRequest>>,
+    ) -> Result<Response<pb::ScreenResponse>, Status> {
+        let call = self.call("Screen", &request);
+        let result = self.screen_audio(&call, request).await;
+        call.finish(result)
+    }
+
+    async fn screen_fingerprints(
+        &self,
+        request: Request<Streaming<pb::ScreenFingerprintsRequest>>,
+    ) -> Result<Response<pb::ScreenResponse>, Status> {
+        let call = self.call("ScreenFingerprints", &request);
+        let result = self.screen_prints(&call, request).await;
+        call.finish(result)
+    }
+}
+
+impl Service {
+    async fn screen_audio(
+        &self,
+        call: &Call,
+        request: Request<Streaming<pb::ScreenRequest>>,
+    ) -> Result<(pb::ScreenResponse, Option<String>), ServiceError> {
+        let principal = self.authenticate(request.metadata()).await?;
+        principal.require_screener()?;
+        let ready = self.shared.ready()?;
+        let _permit = self.shared.admit(call.method)?;
+        let mut stream = request.into_inner();
+        let meta = call::read_metadata(&mut stream).await?;
+        let settings = self.shared.settings.clone();
+        let submission = Submission::from_pb(&meta, &settings)?;
+        let bytes = call::read_chunks(&mut stream, &meta, settings.limits.max_upload_bytes).await?;
+        let hint = convert::extension_hint(&meta.mime_type, &meta.file_name);
+        let screened = self
+            .shared
+            .run_cpu(call.deadline, move |cancel| {
+                screen_bytes(
+                    &ready,
+                    &settings,
+                    submission,
+                    bytes,
+                    hint.as_deref(),
+                    cancel,
+                )
+            })
+            .await?;
+        screened.into_response(&call.request_id)
+    }
+
+    async fn screen_prints(
+        &self,
+        call: &Call,
+        request: Request<Streaming<pb::ScreenFingerprintsRequest>>,
+    ) -> Result<(pb::ScreenResponse, Option<String>), ServiceError> {
+        let principal = self.authenticate(request.metadata()).await?;
+        principal.require_screener()?;
+        let ready = self.shared.ready()?;
+        let _permit = self.shared.admit(call.method)?;
+        let settings = self.shared.settings.clone();
+        let mut stream = request.into_inner();
+        let header = match call::next_message(&mut stream).await?.and_then(|m| m.part) {
+            Some(pb::screen_fingerprints_request::Part::Header(h)) => h,
+            Some(pb::screen_fingerprints_request::Part::Prints(_)) => {
+                return Err(ServiceError::invalid(
+                    "header",
+                    "the first message must carry the header",
+                ));
+            }
+            None => {
+                return Err(ServiceError::invalid(
+                    "header",
+                    "the stream ended before the header",
+                ));
+            }
+        };
+        let (submission, fingerprint) = read_prints(&mut stream, &header, &settings).await?;
+        let duration_s = if header.duration_s.is_finite() && header.duration_s > 0.0 {
+            header.duration_s
+        } else {
+            fingerprint.duration_s()
+        };
+        let screened = self
+            .shared
+            .run_cpu(call.deadline, move |cancel| {
+                screen_fingerprint(
+                    &ready,
+                    &settings,
+                    submission,
+                    fingerprint,
+                    duration_s,
+                    cancel,
+                )
+            })
+            .await?;
+        screened.into_response(&call.request_id)
+    }
+
+    /// The caller's principal (blocking key check off the async workers).
+    pub(super) async fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<auth::Principal, ServiceError> {
+        match self.auth {
+            auth::AuthMode::InsecureNoAuth => Ok(auth::insecure_principal()),
+            auth::AuthMode::ApiKeys => {
+                let token = auth::bearer_token(metadata)?;
+                let ready = self.shared.ready()?;
+                super::state::run_blocking(move || auth::verify(&ready.reader, &token)).await
+            }
+        }
+    }
+}
+
+/// Validates the header, then collects the print batches within the limits.
+async fn read_prints(
+    stream: &mut Streaming<pb::ScreenFingerprintsRequest>,
+    header: &pb::FingerprintHeader,
+    settings: &Settings,
+) -> Result<(Submission, Fingerprint), ServiceError> {
+    if header.config_id != CONFIG_ID {
+        return Err(ServiceError::ConfigMismatch {
+            found: header.config_id,
+            expected: CONFIG_ID,
+        });
+    }
+    let meta = header
+        .submission
+        .as_ref()
+        .ok_or_else(|| ServiceError::invalid("header.submission", "must be set"))?;
+    let submission = Submission::from_pb(meta, settings)?;
+    let limits = &settings.limits;
+    let frames = usize::try_from(header.frames).unwrap_or(usize::MAX);
+    let fingerprint_s = frames as f64 / crate::fingerprint::FRAMES_PER_SECOND;
+    if fingerprint_s > limits.max_audio_s || header.duration_s > limits.max_audio_s {
+        return Err(ServiceError::invalid(
+            "header.frames",
+            format!(
+                "{:.1} s of audio exceeds the limit of {:.1} s",
+                fingerprint_s.max(header.duration_s),
+                limits.max_audio_s
+            ),
+        ));
+    }
+    let max_prints = limits.max_prints();
+    let mut prints: Vec<Print> = Vec::new();
+    while let Some(message) = call::next_message(stream).await? {
+        let batch = match message.part {
+            Some(pb::screen_fingerprints_request::Part::Prints(b)) => b,
+            Some(pb::screen_fingerprints_request::Part::Header(_)) => {
+                return Err(ServiceError::invalid(
+                    "header",
+                    "the header may only be sent once",
+                ));
+            }
+            None => continue,
+        };
+        let total = prints.len() as u64 + batch.hashes.len() as u64;
+        if total > max_prints {
+            return Err(ServiceError::TooManyPrints {
+                count: total,
+                max: max_prints,
+            });
+        }
+        append_batch(&mut prints, &batch)?;
+    }
+    Ok((submission, Fingerprint { prints, frames }))
+}
+
+/// Checks one batch and appends its prints.
+fn append_batch(prints: &mut Vec<Print>, batch: &pb::PrintBatch) -> Result<(), ServiceError> {
+    let n = batch.hashes.len();
+    if batch.t_frames.len() != n || batch.f_half_bins.len() != n {
+        return Err(ServiceError::invalid(
+            "prints",
+            "hashes, t_frames and f_half_bins must have the same length",
+        ));
+    }
+    prints.reserve(n);
+    for ((&hash, &t_frame), &f) in batch
+        .hashes
+        .iter()
+        .zip(&batch.t_frames)
+        .zip(&batch.f_half_bins)
+    {
+        if hash >> HASH_BITS != 0 {
+            return Err(ServiceError::invalid(
+                "prints.hashes",
+                format!("hash {hash:#x} has more than {HASH_BITS} bits"),
+            ));
+        }
+        let f_half_bins = u8::try_from(f).map_err(|_| {
+            ServiceError::invalid("prints.f_half_bins", format!("{f} is out of range 0..=255"))
+        })?;
+        prints.push(Print {
+            hash,
+            t_frame,
+            f_half_bins,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes, fingerprints and screens uploaded bytes (CPU pool).
+fn screen_bytes(
+    ready: &Ready,
+    settings: &Settings,
+    submission: Submission,
+    bytes: Vec<u8>,
+    hint: Option<&str>,
+    cancel: &Cancel,
+) -> Result<Screened, ServiceError> {
+    let byte_len = bytes.len() as u64;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let limits = DecodeLimits {
+        max_bytes: settings.limits.max_upload_bytes,
+        max_duration_s: settings.limits.max_audio_s,
+        ..DecodeLimits::default()
+    };
+    let mut fingerprinter = StreamingFingerprinter::new(Side::Query);
+    let info = decode::decode_bytes(
+        bytes,
+        &submission.name,
+        hint,
+        &limits,
+        SAMPLE_RATE_HZ,
+        |block| {
+            // Once the caller has gone, skip the expensive part; decoding stops soon.
+            if !cancel.is_raised() {
+                fingerprinter.push(block);
+            }
+        },
+    )?;
+    cancel.check()?;
+    let fingerprint = fingerprinter.finish();
+    let audio = pb::AudioSummary {
+        duration_s: info.duration_s,
+        codec: info.codec.clone(),
+        source_sample_rate_hz: info.source_sample_rate_hz,
+        channels: u32::try_from(info.channels).unwrap_or(u32::MAX),
+        bytes: byte_len,
+        sha256: sha256.clone(),
+        prints: fingerprint.prints.len() as u64,
+    };
+    let submission = Submission {
+        id: submission.id.or(Some(sha256)),
+        ..submission
+    };
+    decide(ready, settings, submission, &fingerprint, audio, cancel)
+}
+
+/// Screens client-computed prints (CPU pool).
+fn screen_fingerprint(
+    ready: &Ready,
+    settings: &Settings,
+    submission: Submission,
+    fingerprint: Fingerprint,
+    duration_s: f64,
+    cancel: &Cancel,
+) -> Result<Screened, ServiceError> {
+    let submission = match submission.id {
+        Some(_) => submission,
+        None => {
+            let mut h = Sha256::new();
+            for p in &fingerprint.prints {
+                h.update(p.hash.to_le_bytes());
+                h.update(p.t_frame.to_le_bytes());
+                h.update([p.f_half_bins]);
+            }
+            Submission {
+                id: Some(format!("prints:{}", hex::encode(h.finalize()))),
+                ..submission
+            }
+        }
+    };
+    let audio = pb::AudioSummary {
+        duration_s,
+        prints: fingerprint.prints.len() as u64,
+        ..pb::AudioSummary::default()
+    };
+    decide(ready, settings, submission, &fingerprint, audio, cancel)
+}
+
+/// Matches, decides, and records attributions of an `allow` verdict.
+fn decide(
+    ready: &Ready,
+    settings: &Settings,
+    submission: Submission,
+    fingerprint: &Fingerprint,
+    audio: pb::AudioSummary,
+    cancel: &Cancel,
+) -> Result<Screened, ServiceError> {
+    let index: Arc<_> = ready.index()?;
+    let matches = matcher::find_matches(&index, fingerprint, &settings.matcher);
+    cancel.check()?;
+    let context = VerdictContext {
+        submission_id: submission.id.unwrap_or_default(),
+        submission_name: submission.name,
+        index_generation: index.generation(),
+        engine_version: crate::ENGINE_VERSION.to_owned(),
+    };
+    let now = ready.reader.now();
+    let verdict = policy::decide(
+        &matches,
+        submission.purpose,
+        now,
+        &ready.reader,
+        &submission.policy,
+        context,
+    )?;
+    cancel.check()?;
+    let recorded = if verdict.decision == Decision::Allow && !verdict.attributions.is_empty() {
+        policy::record_attributions(&verdict, ready.writer_registry())?
+    } else {
+        0
+    };
+    Ok(Screened {
+        verdict,
+        recorded,
+        audio,
+    })
+}
