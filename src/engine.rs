@@ -509,7 +509,11 @@ mod tests {
         let data = DataDir::new(dir.path());
         let catalog = Catalog::open(&data).unwrap();
         let first = registration("a", "wesnoth-heroes-rite");
-        catalog.register_batch(std::slice::from_ref(&first), "t").unwrap().remove(0).unwrap();
+        catalog
+            .register_batch(std::slice::from_ref(&first), "t")
+            .unwrap()
+            .remove(0)
+            .unwrap();
         let mut mismatched = registration("c", "wesnoth-northerners");
         mismatched.work.work_id = "other".to_owned();
         let items = [
@@ -520,12 +524,23 @@ mod tests {
         ];
         let results = catalog.register_batch(&items, "t").unwrap();
         assert_eq!(results[0].as_ref().unwrap().id.as_str(), "b");
-        assert!(matches!(results[1], Err(EngineError::AlreadyRegistered { .. })));
-        assert!(matches!(results[2], Err(EngineError::AlreadyRegistered { .. })));
+        assert!(matches!(
+            results[1],
+            Err(EngineError::AlreadyRegistered { .. })
+        ));
+        assert!(matches!(
+            results[2],
+            Err(EngineError::AlreadyRegistered { .. })
+        ));
         assert!(matches!(results[3], Err(EngineError::MismatchedIds { .. })));
         let stats = data.open_index().unwrap().stats();
         assert_eq!((stats.segments, stats.live_works), (2, 2));
-        let mut ids = catalog.registry.work_ids().unwrap().into_iter().collect::<Vec<_>>();
+        let mut ids = catalog
+            .registry
+            .work_ids()
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>();
         ids.sort();
         assert_eq!(ids, ["a", "b"]);
     }
@@ -536,7 +551,9 @@ mod tests {
         let data = DataDir::new(dir.path());
         let catalog = Catalog::open(&data).unwrap();
         let kept = registration("kept", "wesnoth-heroes-rite");
-        catalog.register(&kept.work, kept.metadata.clone(), &[], "t").unwrap();
+        catalog
+            .register(&kept.work, kept.metadata.clone(), &[], "t")
+            .unwrap();
         // The crash window: fingerprints committed, registry row never written.
         let orphan = registration("orphan", "wesnoth-northerners");
         commit_works(&catalog.writer, std::slice::from_ref(&orphan.work)).unwrap();
@@ -547,7 +564,9 @@ mod tests {
         assert!(!index.contains("orphan") && index.contains("kept"));
         assert!(catalog.reconcile().unwrap().is_empty());
         // The id can be registered properly now.
-        catalog.register(&orphan.work, orphan.metadata, &[], "t").unwrap();
+        catalog
+            .register(&orphan.work, orphan.metadata, &[], "t")
+            .unwrap();
     }
 
     #[test]
@@ -555,7 +574,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path());
         let legacy = registration("legacy", "wesnoth-heroes-rite");
-        commit_works(&data.index_writer().unwrap(), std::slice::from_ref(&legacy.work)).unwrap();
+        commit_works(
+            &data.index_writer().unwrap(),
+            std::slice::from_ref(&legacy.work),
+        )
+        .unwrap();
         assert!(matches!(
             Catalog::open(&data),
             Err(EngineError::IndexWithoutRegistry { works: 1, .. })

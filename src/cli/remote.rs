@@ -20,7 +20,9 @@ const CLIENT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Default folder of bench inputs.
 const DEFAULT_BENCH_DIR: &str = "test-audio/submissions";
 /// Audio extensions picked from a bench folder.
-const AUDIO_EXTENSIONS: &[&str] = &["wav", "mp3", "ogg", "opus", "flac", "m4a", "aiff", "webm", "mkv"];
+const AUDIO_EXTENSIONS: &[&str] = &[
+    "wav", "mp3", "ogg", "opus", "flac", "m4a", "aiff", "webm", "mkv",
+];
 /// Errors printed individually by `bench serve` (the rest are counted).
 const MAX_ERRORS_SHOWN: usize = 5;
 
@@ -47,11 +49,18 @@ impl ConnArgs {
             return Ok(None);
         }
         let identity = match (&self.tls_client_cert, &self.tls_client_key) {
-            (Some(c), Some(k)) => Some((super::serve::read(c, "client certificate")?, super::serve::read(k, "client key")?)),
+            (Some(c), Some(k)) => Some((
+                super::serve::read(c, "client certificate")?,
+                super::serve::read(k, "client key")?,
+            )),
             _ => None,
         };
         Ok(Some(ClientTls {
-            ca: self.tls_ca.as_deref().map(|p| super::serve::read(p, "CA certificate")).transpose()?,
+            ca: self
+                .tls_ca
+                .as_deref()
+                .map(|p| super::serve::read(p, "CA certificate"))
+                .transpose()?,
             identity,
             domain: None,
         }))
@@ -60,7 +69,11 @@ impl ConnArgs {
     async fn screening(&self, url: &str) -> Result<ScreeningClient> {
         let tls = self.tls()?;
         let channel = client::connect(url, tls.as_ref()).await?;
-        Ok(client::screening(channel, self.api_key.as_deref(), CLIENT_MAX_MESSAGE)?)
+        Ok(client::screening(
+            channel,
+            self.api_key.as_deref(),
+            CLIENT_MAX_MESSAGE,
+        )?)
     }
 }
 
@@ -108,7 +121,12 @@ fn load_fingerprint(path: &Path) -> Result<FingerprintFile> {
 
 /// `identify --remote URL`: one verdict per file from the server. Exit 0 when
 /// every file is allowed, 1 when something is blocked or flagged, 2 on errors.
-pub fn run_identify_remote(remote: &RemoteArgs, files: &[PathBuf], purpose: Scope, json: bool) -> Result<u8> {
+pub fn run_identify_remote(
+    remote: &RemoteArgs,
+    files: &[PathBuf],
+    purpose: Scope,
+    json: bool,
+) -> Result<u8> {
     let Some(url) = remote.remote.as_deref() else {
         bail!("--remote URL is required");
     };
@@ -142,7 +160,13 @@ pub fn run_identify_remote(remote: &RemoteArgs, files: &[PathBuf], purpose: Scop
                             verdict.reasons.first().map_or("", String::as_str)
                         )?;
                         for e in verdict.evidence.iter().filter(|e| e.confident) {
-                            writeln!(out, "  {} {:?} (score {:.0})", e.work_id, e.outcome(), e.score)?;
+                            writeln!(
+                                out,
+                                "  {} {:?} (score {:.0})",
+                                e.work_id,
+                                e.outcome(),
+                                e.score
+                            )?;
                         }
                     }
                 }
@@ -215,9 +239,9 @@ fn bench_inputs(args: &BenchServeArgs) -> Result<Vec<Input>> {
                 .with_context(|| format!("reading {}", root.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
-                    p.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                    })
                 })
                 .collect();
             found.sort();
@@ -236,7 +260,9 @@ fn bench_inputs(args: &BenchServeArgs) -> Result<Vec<Input>> {
                 Input::Prints(load_fingerprint(p)?)
             } else {
                 Input::Audio {
-                    name: p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    name: p
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
                     bytes: std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
                 }
             })
@@ -252,7 +278,13 @@ struct Tally {
     errors: Vec<String>,
 }
 
-async fn caller(mut client: ScreeningClient, inputs: Vec<Input>, start: usize, purpose: pb::Scope, until: Instant) -> Tally {
+async fn caller(
+    mut client: ScreeningClient,
+    inputs: Vec<Input>,
+    start: usize,
+    purpose: pb::Scope,
+    until: Instant,
+) -> Tally {
     let mut tally = Tally::default();
     let mut i = start;
     while Instant::now() < until {
@@ -266,16 +298,24 @@ async fn caller(mut client: ScreeningClient, inputs: Vec<Input>, start: usize, p
                     purpose: purpose.into(),
                     ..Default::default()
                 };
-                client.screen(tokio_stream::iter(client::screen_requests(meta, bytes))).await
+                client
+                    .screen(tokio_stream::iter(client::screen_requests(meta, bytes)))
+                    .await
             }
-            Input::Prints(fp) => client.screen_fingerprints(tokio_stream::iter(fp.requests(purpose, ""))).await,
+            Input::Prints(fp) => {
+                client
+                    .screen_fingerprints(tokio_stream::iter(fp.requests(purpose, "")))
+                    .await
+            }
         };
         match result {
             Ok(r) => {
                 tally.latencies.push(t0.elapsed());
                 tally.audio_s += r.into_inner().audio.map_or(0.0, |a| a.duration_s);
             }
-            Err(s) => tally.errors.push(format!("{:?}: {}", s.code(), s.message())),
+            Err(s) => tally
+                .errors
+                .push(format!("{:?}: {}", s.code(), s.message())),
         }
     }
     tally
@@ -339,7 +379,13 @@ pub fn run_bench(cmd: &BenchCmd) -> Result<u8> {
         if args.json {
             println!("{report}");
         } else {
-            println!("{} requests in {elapsed:.1} s, {} errors ({} callers, {})", ok, total.errors.len(), args.concurrency, report["mode"]);
+            println!(
+                "{} requests in {elapsed:.1} s, {} errors ({} callers, {})",
+                ok,
+                total.errors.len(),
+                args.concurrency,
+                report["mode"]
+            );
             println!("requests/s      {:.1}", ok as f64 / elapsed);
             println!("audio s/s       {:.1}", total.audio_s / elapsed);
             println!(
@@ -353,6 +399,10 @@ pub fn run_bench(cmd: &BenchCmd) -> Result<u8> {
         for e in total.errors.iter().take(MAX_ERRORS_SHOWN) {
             eprintln!("earmark: bench error: {e}");
         }
-        Ok(if total.errors.is_empty() { EXIT_CLEAN } else { EXIT_ERROR })
+        Ok(if total.errors.is_empty() {
+            EXIT_CLEAN
+        } else {
+            EXIT_ERROR
+        })
     })
 }

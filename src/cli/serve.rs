@@ -84,7 +84,11 @@ pub fn run_serve(data: &DataDir, args: &ServeArgs) -> Result<u8> {
         .thread_name("earmark-async")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(crate::service::run(config, args.listen, args.metrics_listen))?;
+    runtime.block_on(crate::service::run(
+        config,
+        args.listen,
+        args.metrics_listen,
+    ))?;
     Ok(EXIT_CLEAN)
 }
 
