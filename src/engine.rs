@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::decode::{self, AudioInfo, DecodeError, DecodeLimits};
 use crate::fingerprint::{Fingerprint, SAMPLE_RATE_HZ, Side, StreamingFingerprinter};
 use crate::index::segment::SegmentWork;
-use crate::index::{Index, IndexError, IndexWriter};
+use crate::index::{Index, IndexError, IndexWriter, NewWork};
 use crate::matcher::{self, Match, MatcherConfig};
 
 /// Default data directory (relative to the working directory).
@@ -171,17 +171,21 @@ pub fn commit_works(writer: &IndexWriter, works: &[PreparedWork]) -> Result<u64,
 
 /// [`commit_works`] for borrowed works.
 fn commit_work_refs(writer: &IndexWriter, works: &[&PreparedWork]) -> Result<u64, EngineError> {
-    let entries: Vec<(SegmentWork, &[crate::fingerprint::Print])> = works
+    let summaries: Vec<SegmentWork> = works
         .iter()
-        .map(|w| {
-            (
-                SegmentWork {
-                    id: w.work_id.clone(),
-                    duration_s: w.info.duration_s,
-                    prints: w.fingerprint.prints.len() as u64,
-                },
-                w.fingerprint.prints.as_slice(),
-            )
+        .map(|w| SegmentWork {
+            id: w.work_id.clone(),
+            duration_s: w.info.duration_s,
+            prints: w.fingerprint.prints.len() as u64,
+        })
+        .collect();
+    let entries: Vec<NewWork<'_>> = works
+        .iter()
+        .zip(&summaries)
+        .map(|(w, work)| NewWork {
+            work,
+            prints: &w.fingerprint.prints,
+            peaks: &w.fingerprint.peaks,
         })
         .collect();
     Ok(writer.add_works(&entries)?)

@@ -45,7 +45,7 @@ use crate::spectrogram::{self, FFT_SIZE, HOP_SAMPLES, Spectrogram};
 pub use crate::spectrogram::{FRAMES_PER_SECOND, SAMPLE_RATE_HZ};
 
 /// Identifies the fingerprint parameters; stored in every index segment.
-pub const CONFIG_ID: u32 = 0x0001_0009;
+pub const CONFIG_ID: u32 = 0x0001_000A;
 
 /// Peaks must exceed the mean log2 power of their frame by this much (≈ 3 dB/unit).
 pub const MIN_PROMINENCE: f32 = 1.0;
@@ -98,8 +98,11 @@ struct SideParams {
     neighbourhood_bins: usize,
     /// ± frames of the local-maximum neighbourhood.
     neighbourhood_frames: usize,
-    /// Peaks kept per second (per sliding second).
+    /// Peaks kept per second (per sliding second) for hashing.
     peaks_per_second: usize,
+    /// Peaks kept per second for match verification ([`Fingerprint::peaks`]);
+    /// a superset of the hashed peaks.
+    verify_peaks_per_second: usize,
     /// Partners considered per anchor.
     fanout: usize,
     /// Triplets kept per anchor (earliest partner pairs first).
@@ -114,6 +117,7 @@ const REFERENCE: SideParams = SideParams {
     neighbourhood_bins: 8,
     neighbourhood_frames: 10,
     peaks_per_second: 24,
+    verify_peaks_per_second: 24,
     fanout: REF_FANOUT,
     triplets_per_anchor: REF_TRIPLETS_PER_ANCHOR,
 };
@@ -121,10 +125,15 @@ const REFERENCE: SideParams = SideParams {
 const QUERY: SideParams = SideParams {
     neighbourhood_bins: 8,
     neighbourhood_frames: 10,
-    peaks_per_second: 26,
+    peaks_per_second: 40,
+    verify_peaks_per_second: QUERY_VERIFY_PEAKS_PER_SECOND,
     fanout: 9,
     triplets_per_anchor: usize::MAX,
 };
+
+/// Query peaks kept for verification: denser than the reference's, so a reference
+/// peak that is not among the strongest of a mixture is still found.
+pub const QUERY_VERIFY_PEAKS_PER_SECOND: usize = 40;
 
 impl Side {
     fn params(self) -> SideParams {
@@ -159,10 +168,36 @@ pub struct Print {
 /// Number of significant bits in [`Print::hash`].
 pub const HASH_BITS: u32 = 20;
 
+/// A picked peak as kept for match verification (the matcher checks that the
+/// reference's peaks reappear in the query under the found alignment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeakPoint {
+    /// Frame of the peak.
+    pub t_frame: u32,
+    /// Frequency in half log bins (0..=255), as [`Print::f_half_bins`].
+    pub f_half_bins: u8,
+}
+
+impl PeakPoint {
+    fn of(peak: &Peak, frame_offset: u32) -> Self {
+        Self {
+            t_frame: peak.frame + frame_offset,
+            f_half_bins: half_bins(peak.f),
+        }
+    }
+}
+
+/// Log-bin frequency to the half-bin grid of prints and peak points.
+fn half_bins(f_bins: f32) -> u8 {
+    (f_bins * 2.0).round().clamp(0.0, 255.0) as u8
+}
+
 /// Fingerprint of one input.
 #[derive(Debug, Clone, Default)]
 pub struct Fingerprint {
     pub prints: Vec<Print>,
+    /// Picked peaks, sorted by frame then frequency.
+    pub peaks: Vec<PeakPoint>,
     /// Number of spectrogram frames analysed.
     pub frames: usize,
 }
@@ -187,30 +222,41 @@ pub fn fingerprint_samples(samples: &[f32], side: Side) -> Fingerprint {
         return fingerprint_block(samples, 0, 0, frames, side);
     }
     let blocks: Vec<usize> = (0..frames).step_by(BLOCK_FRAMES).collect();
-    let mut parts: Vec<Vec<Print>> = blocks
+    let parts: Vec<Fingerprint> = blocks
         .par_iter()
         .map(|&start| {
             let end = (start + BLOCK_FRAMES).min(frames);
             block_prints(samples, start, end, side)
         })
         .collect();
-    let mut prints = Vec::with_capacity(parts.iter().map(Vec::len).sum());
-    for part in &mut parts {
-        prints.append(part);
+    let mut whole = Fingerprint {
+        frames,
+        ..Fingerprint::default()
+    };
+    for part in parts {
+        whole.append_block(part);
     }
-    Fingerprint { prints, frames }
+    whole
 }
 
-/// Prints anchored in frames `[start, end)` of the whole signal, computed from a
-/// window with enough context.
-fn block_prints(samples: &[f32], start: usize, end: usize, side: Side) -> Vec<Print> {
+impl Fingerprint {
+    /// Appends the prints and peaks of the next block.
+    fn append_block(&mut self, mut part: Fingerprint) {
+        self.prints.append(&mut part.prints);
+        self.peaks.append(&mut part.peaks);
+    }
+}
+
+/// Prints and peaks anchored in frames `[start, end)` of the whole signal, computed
+/// from a window with enough context.
+fn block_prints(samples: &[f32], start: usize, end: usize, side: Side) -> Fingerprint {
     let (before, after) = context_frames(side);
     let first = start.saturating_sub(before);
     let last_frame = end + after;
     let sample_start = first * HOP_SAMPLES;
     let sample_end = (last_frame * HOP_SAMPLES + FFT_SIZE).min(samples.len());
     let window = &samples[sample_start..sample_end];
-    fingerprint_block(window, first, start, end, side).prints
+    fingerprint_block(window, first, start, end, side)
 }
 
 /// Fingerprints `samples` whose frame 0 is frame `frame_offset` of the whole signal,
@@ -224,7 +270,15 @@ fn fingerprint_block(
 ) -> Fingerprint {
     let spec = spectrogram::spectrogram(samples);
     let frames = spec.log.nrows();
-    let peaks = pick_peaks(&spec, side);
+    let candidates = peak_candidates(&spec, side);
+    let params = side.params();
+    let (peaks, verify_peaks) = if params.verify_peaks_per_second == params.peaks_per_second {
+        let peaks = limit_density(candidates, params.peaks_per_second);
+        (peaks.clone(), peaks)
+    } else {
+        let verify = limit_density(candidates.clone(), params.verify_peaks_per_second);
+        (limit_density(candidates, params.peaks_per_second), verify)
+    };
     let mut prints = Vec::new();
     let offset = frame_offset as u32;
     let lo = keep_from.saturating_sub(frame_offset) as u32;
@@ -238,11 +292,29 @@ fn fingerprint_block(
     for print in &mut prints {
         print.t_frame += offset;
     }
-    Fingerprint { prints, frames }
+    let mut kept: Vec<PeakPoint> = verify_peaks
+        .iter()
+        .filter(|p| p.frame >= lo && p.frame < hi)
+        .map(|p| PeakPoint::of(p, offset))
+        .collect();
+    kept.sort_unstable();
+    Fingerprint {
+        prints,
+        peaks: kept,
+        frames,
+    }
 }
 
-/// Picks peaks at the side's density (see module docs).
+/// Picks peaks at the side's hashing density (see module docs).
 pub fn pick_peaks(spectrogram: &Spectrogram, side: Side) -> Vec<Peak> {
+    limit_density(
+        peak_candidates(spectrogram, side),
+        side.params().peaks_per_second,
+    )
+}
+
+/// Every local maximum that qualifies as a peak, before density control.
+fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> Vec<Peak> {
     let spec = spectrogram.log.view();
     let p = side.params();
     let (frames, bins) = spec.dim();
@@ -276,7 +348,7 @@ pub fn pick_peaks(spectrogram: &Spectrogram, side: Side) -> Vec<Peak> {
             candidates.push(refine(spectrogram, t, k, v - frame_mean[t]));
         }
     }
-    limit_density(candidates, p.peaks_per_second)
+    candidates
 }
 
 /// Maximum over ± `half` bins along frequency, per frame.
@@ -494,7 +566,7 @@ fn triplet_fields(a: &Peak, b: &Peak, c: &Peak, probe: bool) -> Option<TripletFi
 
 fn emit_hashes(f: &TripletFields, anchor: &Peak, out: &mut Vec<Print>) {
     let half_df = (DF_LEVELS - 1) / 2;
-    let f_half_bins = (anchor.f * 2.0).round().clamp(0.0, 255.0) as u8;
+    let f_half_bins = half_bins(anchor.f);
     for band in f.band.options() {
         for df_ab in f.df_ab.options() {
             for df_ac in f.df_ac.options() {
@@ -533,7 +605,7 @@ pub struct StreamingFingerprinter {
     /// Next anchor frame to fingerprint.
     next_frame: usize,
     total_samples: usize,
-    prints: Vec<Print>,
+    done: Fingerprint,
 }
 
 /// Blocks fingerprinted together in one parallel batch.
@@ -547,7 +619,7 @@ impl StreamingFingerprinter {
             buffer_start: 0,
             next_frame: 0,
             total_samples: 0,
-            prints: Vec::new(),
+            done: Fingerprint::default(),
         }
     }
 
@@ -573,15 +645,15 @@ impl StreamingFingerprinter {
         let total_frames = self.buffered_frames_end();
         let buffer = &self.buffer;
         let side = self.side;
-        let parts: Vec<Vec<Print>> = starts
+        let parts: Vec<Fingerprint> = starts
             .par_iter()
             .map(|&start| {
                 let end = (start + BLOCK_FRAMES).min(end_frame).min(total_frames);
                 block_prints_buffered(buffer, base, start, end, side)
             })
             .collect();
-        for mut part in parts {
-            self.prints.append(&mut part);
+        for part in parts {
+            self.done.append_block(part);
         }
         self.next_frame = end_frame;
         // Drop samples no future block needs.
@@ -600,10 +672,8 @@ impl StreamingFingerprinter {
         if frames > self.next_frame {
             self.process_until(frames);
         }
-        Fingerprint {
-            prints: self.prints,
-            frames,
-        }
+        self.done.frames = frames;
+        self.done
     }
 }
 
@@ -614,14 +684,14 @@ fn block_prints_buffered(
     start: usize,
     end: usize,
     side: Side,
-) -> Vec<Print> {
+) -> Fingerprint {
     let (before, after) = context_frames(side);
     let first = start.saturating_sub(before);
     let sample_start = first * HOP_SAMPLES;
     let sample_end = (end + after) * HOP_SAMPLES + FFT_SIZE;
     let lo = sample_start.saturating_sub(base).min(buffer.len());
     let hi = sample_end.saturating_sub(base).min(buffer.len());
-    fingerprint_block(&buffer[lo..hi], first, start, end, side).prints
+    fingerprint_block(&buffer[lo..hi], first, start, end, side)
 }
 
 #[cfg(test)]
@@ -667,14 +737,19 @@ mod tests {
     #[test]
     fn blocks_match_whole_signal() {
         let samples = melody(45.0, 7);
-        let whole = {
+        let (whole, mut whole_peaks) = {
             let spec = spectrogram::spectrogram(&samples);
             let peaks = pick_peaks(&spec, Side::Reference);
             let mut prints = Vec::new();
             triplet_prints(&peaks, Side::Reference, |_| true, &mut prints);
-            prints
+            let points: Vec<PeakPoint> = peaks.iter().map(|p| PeakPoint::of(p, 0)).collect();
+            (prints, points)
         };
-        let mut blocked = fingerprint_samples(&samples, Side::Reference).prints;
+        let blocked_fp = fingerprint_samples(&samples, Side::Reference);
+        whole_peaks.sort_unstable();
+        assert!(!whole_peaks.is_empty());
+        assert_eq!(whole_peaks, blocked_fp.peaks);
+        let mut blocked = blocked_fp.prints;
         let mut whole_sorted = whole.clone();
         whole_sorted.sort();
         blocked.sort();
@@ -692,6 +767,7 @@ mod tests {
         }
         let streamed = stream.finish();
         assert_eq!(streamed.frames, batch.frames);
+        assert_eq!(streamed.peaks, batch.peaks);
         let (mut a, mut b) = (batch.prints, streamed.prints);
         a.sort();
         b.sort();

@@ -76,7 +76,8 @@ struct QueryOutcome {
     /// Score of the best wrong match (another work, or anything on a negative).
     wrong_score: f64,
     ref_start_error_s: Option<f64>,
-    /// The best wrong match, for diagnosis.
+    /// The best correct and the best wrong match, for diagnosis.
+    correct_match: Option<Match>,
     wrong_match: Option<Match>,
     error: Option<String>,
 }
@@ -169,6 +170,7 @@ fn evaluate_query(
         correct_score: 0.0,
         wrong_score: 0.0,
         ref_start_error_s: None,
+        correct_match: None,
         wrong_match: None,
         error: None,
     };
@@ -198,6 +200,7 @@ fn score_match(q: &QueryEntry, m: &Match, outcome: &mut QueryOutcome) {
     if right_work && placed {
         if m.score > outcome.correct_score {
             outcome.correct_score = m.score;
+            outcome.correct_match = Some(m.clone());
             if let (Some(ref_start), Some(q_start)) = (q.ref_start_s, q.query_start_s) {
                 let predicted = m.ref_start_s + (q_start - m.query_start_s) * m.speed_factor;
                 outcome.ref_start_error_s = Some((predicted - ref_start).abs());
@@ -289,7 +292,7 @@ struct EvalReport {
     outcomes: Vec<QueryOutcome>,
 }
 
-const SWEEP_THRESHOLDS: [f64; 9] = [6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0, 25.0, 30.0];
+const SWEEP_THRESHOLDS: [f64; 9] = [3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 15.0];
 
 fn sweep(outcomes: &[QueryOutcome], negative_hours: f64) -> Vec<SweepRow> {
     let recall = |len: &str, t: f64| {

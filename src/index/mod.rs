@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fingerprint::{CONFIG_ID, FRAMES_PER_SECOND, Print};
+use crate::fingerprint::{CONFIG_ID, FRAMES_PER_SECOND, PeakPoint, Print};
+pub use segment::NewWork;
 use segment::{Posting, Segment, SegmentWork};
 
 pub const MANIFEST_FILE: &str = "MANIFEST.json";
@@ -278,6 +279,13 @@ impl Index {
             .and_then(|s| s.works.get(r.work as usize))
     }
 
+    /// Appends the reference peaks of work `r` with frames in `[t_from, t_to)`.
+    pub fn work_peaks(&self, r: WorkRef, t_from: u32, t_to: u32, out: &mut Vec<PeakPoint>) {
+        if let Some(seg) = self.segments.get(r.segment as usize) {
+            seg.peaks_in(r.work, t_from, t_to, out);
+        }
+    }
+
     pub fn live_work_count(&self) -> usize {
         self.live.len()
     }
@@ -405,11 +413,11 @@ impl IndexWriter {
     }
 
     /// Adds works in one new segment; returns the new generation.
-    pub fn add_works(&self, works: &[(SegmentWork, &[Print])]) -> Result<u64, IndexError> {
+    pub fn add_works(&self, works: &[NewWork<'_>]) -> Result<u64, IndexError> {
         let mut manifest = Manifest::load(&self.dir)?;
         let current = Index::open(&self.dir)?;
         let mut seen = std::collections::HashSet::new();
-        for (work, _) in works {
+        for NewWork { work, .. } in works {
             if current.contains(&work.id) || !seen.insert(work.id.as_str()) {
                 return Err(IndexError::DuplicateWork {
                     work_id: work.id.clone(),
@@ -459,6 +467,7 @@ impl IndexWriter {
         let current = Index::open(&self.dir)?;
         let mut works: Vec<SegmentWork> = Vec::new();
         let mut prints: Vec<Vec<Print>> = Vec::new();
+        let mut peaks: Vec<Vec<PeakPoint>> = Vec::new();
         let mut remap: HashMap<WorkRef, usize> = HashMap::new();
         for (si, seg) in current.segments.iter().enumerate() {
             for (wi, work) in seg.works.iter().enumerate() {
@@ -470,6 +479,9 @@ impl IndexWriter {
                     remap.insert(r, works.len());
                     works.push(work.clone());
                     prints.push(Vec::new());
+                    let mut run = Vec::new();
+                    seg.peaks_in(wi as u32, 0, u32::MAX, &mut run);
+                    peaks.push(run);
                 }
             }
             seg.for_each_posting(|hash, p| {
@@ -491,11 +503,17 @@ impl IndexWriter {
         let mut new_segments = Vec::new();
         if !works.is_empty() {
             let file = format!("seg-{:08}.{SEGMENT_EXT}", manifest.next_segment);
-            let pairs: Vec<(SegmentWork, &[Print])> = works
-                .into_iter()
-                .zip(prints.iter().map(Vec::as_slice))
+            let entries: Vec<NewWork<'_>> = works
+                .iter()
+                .zip(&prints)
+                .zip(&peaks)
+                .map(|((work, prints), peaks)| NewWork {
+                    work,
+                    prints,
+                    peaks,
+                })
                 .collect();
-            let postings = segment::write_segment(&self.dir.join(&file), CONFIG_ID, &pairs)?;
+            let postings = segment::write_segment(&self.dir.join(&file), CONFIG_ID, &entries)?;
             manifest.next_segment += 1;
             new_segments.push(SegmentEntry {
                 file,
@@ -540,6 +558,22 @@ mod tests {
             .collect()
     }
 
+    fn add(writer: &IndexWriter, id: &str, prints: &[Print]) -> Result<u64, IndexError> {
+        let work = work(id);
+        let peaks: Vec<PeakPoint> = prints
+            .iter()
+            .map(|p| PeakPoint {
+                t_frame: p.t_frame,
+                f_half_bins: p.f_half_bins,
+            })
+            .collect();
+        writer.add_works(&[NewWork {
+            work: &work,
+            prints,
+            peaks: &peaks,
+        }])
+    }
+
     fn hits(index: &Index, hash: u32) -> Vec<String> {
         let mut out = Vec::new();
         index.lookup(hash, |r, _| out.push(index.work(r).unwrap().id.clone()));
@@ -551,10 +585,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = IndexWriter::open(dir.path()).unwrap();
         let (pa, pb) = (prints(1), prints(2));
-        writer.add_works(&[(work("a"), &pa)]).unwrap();
-        writer.add_works(&[(work("b"), &pb)]).unwrap();
+        add(&writer, "a", &pa).unwrap();
+        add(&writer, "b", &pb).unwrap();
         assert!(matches!(
-            writer.add_works(&[(work("a"), &pa)]),
+            add(&writer, "a", &pa),
             Err(IndexError::DuplicateWork { .. })
         ));
         let index = Index::open(dir.path()).unwrap();
@@ -576,8 +610,17 @@ mod tests {
         assert_eq!(index.stats().tombstoned_works, 0);
         assert_eq!(hits(&index, pb[5].hash), vec!["b"]);
         index.verify().unwrap();
+        // Reference peaks survive compaction.
+        let mut peaks = Vec::new();
+        index.lookup(pb[0].hash, |r, _| {
+            if peaks.is_empty() {
+                index.work_peaks(r, 0, u32::MAX, &mut peaks);
+            }
+        });
+        assert_eq!(peaks.len(), pb.len());
+        assert_eq!(peaks[3].t_frame, pb[3].t_frame);
         // Re-adding a removed work is allowed.
-        writer.add_works(&[(work("a"), &pa)]).unwrap();
+        add(&writer, "a", &pa).unwrap();
         assert_eq!(
             hits(&Index::open(dir.path()).unwrap(), pa[0].hash),
             vec!["a"]
@@ -599,7 +642,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let writer = IndexWriter::open(dir.path()).unwrap();
-            writer.add_works(&[(work("a"), &prints(1))]).unwrap();
+            add(&writer, "a", &prints(1)).unwrap();
         }
         // Simulate a crash mid-write: a half-written segment and manifest temp file.
         fs::write(dir.path().join("seg-00000009.seg.tmp"), b"half").unwrap();
@@ -609,7 +652,7 @@ mod tests {
         assert_eq!(index.live_work_count(), 1);
         let writer = IndexWriter::open(dir.path()).unwrap();
         assert!(!dir.path().join("seg-00000009.seg").exists());
-        writer.add_works(&[(work("b"), &prints(2))]).unwrap();
+        add(&writer, "b", &prints(2)).unwrap();
         assert_eq!(Index::open(dir.path()).unwrap().live_work_count(), 2);
     }
 

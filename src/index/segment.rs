@@ -9,12 +9,17 @@
 //! offsets   (2^p + 1) × u32: postings of hashes whose top p bits are b sit at
 //!           [offsets[b], offsets[b+1])  (CSR)
 //! postings  N × u64, sorted: hash low bits 15 | work 20 | anchor freq 8 | frame 21
-//! works     JSON array of {id, duration_s, prints}
+//! peaks     M × u32: frame 24 | freq 8 (half log bins), each work's run sorted
+//! works     JSON array of {id, duration_s, prints, peaks_start, peaks_len}
 //! ```
+//!
+//! The peaks section starts right after the postings and ends where the works
+//! table starts; each work names its run in it.
 //!
 //! A segment is written to a temporary file, fsynced and renamed into place, so a
 //! crash never leaves a half-written segment under a live name.
 
+use std::borrow::Cow;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -23,10 +28,10 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
 use super::IndexError;
-use crate::fingerprint::{HASH_BITS, Print};
+use crate::fingerprint::{HASH_BITS, PeakPoint, Print};
 
 pub const MAGIC: &[u8; 8] = b"EARMKSEG";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 64;
 
 const T_BITS: u32 = 21;
@@ -50,6 +55,38 @@ pub struct SegmentWork {
     pub id: String,
     pub duration_s: f64,
     pub prints: u64,
+}
+
+/// A work to write into a new segment: its entry, prints and peaks.
+#[derive(Debug, Clone, Copy)]
+pub struct NewWork<'a> {
+    pub work: &'a SegmentWork,
+    pub prints: &'a [Print],
+    /// Sorted by frame (see [`crate::fingerprint::Fingerprint::peaks`]).
+    pub peaks: &'a [PeakPoint],
+}
+
+/// A work's entry in the works table of a segment file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredWork {
+    #[serde(flatten)]
+    work: SegmentWork,
+    /// First peak of the work in the peaks section, and how many.
+    peaks_start: u64,
+    peaks_len: u64,
+}
+
+const PEAK_F_BITS: u32 = 8;
+
+fn pack_peak(p: PeakPoint) -> u32 {
+    (p.t_frame << PEAK_F_BITS) | u32::from(p.f_half_bins)
+}
+
+fn unpack_peak(raw: u32) -> PeakPoint {
+    PeakPoint {
+        t_frame: raw >> PEAK_F_BITS,
+        f_half_bins: (raw & 0xff) as u8,
+    }
 }
 
 /// A posting read back from a segment.
@@ -79,6 +116,9 @@ pub struct Segment {
     mmap: Mmap,
     header: Header,
     pub works: Vec<SegmentWork>,
+    /// Per work: (first peak, count) in the peaks section.
+    peak_runs: Vec<(u64, u64)>,
+    peaks_pos: u64,
 }
 
 fn prefix_bits_for(postings: usize) -> u32 {
@@ -108,12 +148,12 @@ fn unpack(posting: u64) -> (u32, Posting) {
     )
 }
 
-/// Writes a new segment holding `works` (id, duration, prints) to `path`
+/// Writes a new segment holding `works` (entry, prints, peaks) to `path`
 /// atomically. Returns the number of postings written.
 pub fn write_segment(
     path: &Path,
     config_id: u32,
-    works: &[(SegmentWork, &[Print])],
+    works: &[NewWork<'_>],
 ) -> Result<u64, IndexError> {
     if works.len() > MAX_WORKS_PER_SEGMENT {
         return Err(IndexError::TooManyWorks {
@@ -121,12 +161,20 @@ pub fn write_segment(
             max: MAX_WORKS_PER_SEGMENT,
         });
     }
-    let total: usize = works.iter().map(|(_, p)| p.len()).sum();
+    let total: usize = works.iter().map(|w| w.prints.len()).sum();
     let prefix_bits = prefix_bits_for(total);
     let low_bits = HASH_BITS - prefix_bits;
     let mut keyed: Vec<(u32, u64)> = Vec::with_capacity(total);
-    for (work_index, (work, prints)) in works.iter().enumerate() {
-        for print in prints.iter() {
+    for (work_index, new) in works.iter().enumerate() {
+        let work = new.work;
+        let peaks_beyond = new.peaks.last().is_some_and(|p| p.t_frame > MAX_T_FRAME);
+        if peaks_beyond {
+            return Err(IndexError::ReferenceTooLong {
+                work_id: work.id.clone(),
+                duration_s: work.duration_s,
+            });
+        }
+        for print in new.prints.iter() {
             if print.t_frame > MAX_T_FRAME {
                 return Err(IndexError::ReferenceTooLong {
                     work_id: work.id.clone(),
@@ -151,15 +199,37 @@ pub fn write_segment(
     for b in 0..buckets {
         offsets[b + 1] += offsets[b];
     }
-    let works_json = serde_json::to_vec(&works.iter().map(|(w, _)| w).collect::<Vec<_>>())
-        .map_err(|e| IndexError::Corrupt {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    let sorted_peaks: Vec<Cow<'_, [PeakPoint]>> = works
+        .iter()
+        .map(|new| {
+            if new.peaks.is_sorted() {
+                Cow::Borrowed(new.peaks)
+            } else {
+                let mut peaks = new.peaks.to_vec();
+                peaks.sort_unstable();
+                Cow::Owned(peaks)
+            }
+        })
+        .collect();
+    let mut stored = Vec::with_capacity(works.len());
+    let mut peaks_start = 0u64;
+    for (new, peaks) in works.iter().zip(&sorted_peaks) {
+        stored.push(StoredWork {
+            work: new.work.clone(),
+            peaks_start,
+            peaks_len: peaks.len() as u64,
+        });
+        peaks_start += peaks.len() as u64;
+    }
+    let works_json = serde_json::to_vec(&stored).map_err(|e| IndexError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let offsets_pos = HEADER_LEN as u64;
     let offsets_bytes = offsets.len() as u64 * 4;
     let postings_pos = (offsets_pos + offsets_bytes).div_ceil(8) * 8;
-    let works_pos = postings_pos + keyed.len() as u64 * 8;
+    let peaks_pos = postings_pos + keyed.len() as u64 * 8;
+    let works_pos = peaks_pos + peaks_start * 4;
 
     let mut body = Vec::with_capacity((works_pos - offsets_pos) as usize + works_json.len());
     for o in &offsets {
@@ -168,6 +238,9 @@ pub fn write_segment(
     body.resize((postings_pos - offsets_pos) as usize, 0);
     for (_, posting) in &keyed {
         body.extend_from_slice(&posting.to_le_bytes());
+    }
+    for peak in sorted_peaks.iter().flat_map(|run| run.iter()) {
+        body.extend_from_slice(&pack_peak(*peak).to_le_bytes());
     }
     body.extend_from_slice(&works_json);
     let body_crc = crc32fast::hash(&body);
@@ -283,17 +356,61 @@ impl Segment {
             });
         }
         validate_layout(&header, mmap.len()).map_err(corrupt)?;
-        let works: Vec<SegmentWork> = serde_json::from_slice(&mmap[header.works_pos as usize..])
+        let stored: Vec<StoredWork> = serde_json::from_slice(&mmap[header.works_pos as usize..])
             .map_err(|e| corrupt(format!("works table: {e}")))?;
-        if works.len() != header.work_count as usize {
+        if stored.len() != header.work_count as usize {
             return Err(corrupt("works table length does not match header".into()));
+        }
+        let peaks_pos = header.postings_pos + header.posting_count * 8;
+        let peak_capacity = (header.works_pos - peaks_pos) / 4;
+        let mut peak_runs = Vec::with_capacity(stored.len());
+        let mut works = Vec::with_capacity(stored.len());
+        for entry in stored {
+            let end = entry.peaks_start.checked_add(entry.peaks_len);
+            if end.is_none_or(|end| end > peak_capacity) {
+                return Err(corrupt(format!(
+                    "peaks of work {} lie outside the peaks section",
+                    entry.work.id
+                )));
+            }
+            peak_runs.push((entry.peaks_start, entry.peaks_len));
+            works.push(entry.work);
         }
         Ok(Self {
             path: path.to_path_buf(),
             mmap,
             header,
             works,
+            peak_runs,
+            peaks_pos,
         })
+    }
+
+    fn peak(&self, i: u64) -> PeakPoint {
+        unpack_peak(read_u32(&self.mmap, (self.peaks_pos + i * 4) as usize))
+    }
+
+    /// Appends the peaks of `work` with frames in `[t_from, t_to)` to `out`, in order.
+    pub fn peaks_in(&self, work: u32, t_from: u32, t_to: u32, out: &mut Vec<PeakPoint>) {
+        let Some(&(start, len)) = self.peak_runs.get(work as usize) else {
+            return;
+        };
+        let (mut lo, mut hi) = (start, start + len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.peak(mid).t_frame < t_from {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        for i in lo..start + len {
+            let peak = self.peak(i);
+            if peak.t_frame >= t_to {
+                break;
+            }
+            out.push(peak);
+        }
     }
 
     pub fn posting_count(&self) -> u64 {
@@ -387,6 +504,13 @@ impl Segment {
                 break;
             }
         }
+        if bad.is_none() {
+            bad = self.peak_runs.iter().zip(&self.works).find_map(|(&(start, len), work)| {
+                let unsorted = (start + 1..start + len)
+                    .any(|i| self.peak(i).t_frame < self.peak(i - 1).t_frame);
+                unsorted.then(|| format!("peaks of work {} out of order", work.id))
+            });
+        }
         match bad {
             Some(reason) => Err(corrupt(reason)),
             None => Ok(()),
@@ -410,7 +534,8 @@ fn validate_layout(h: &Header, file_len: usize) -> Result<(), String> {
     let ordered = h.offsets_pos as usize == HEADER_LEN
         && offsets_end <= h.postings_pos
         && h.postings_pos.is_multiple_of(8)
-        && postings_end == h.works_pos
+        && postings_end <= h.works_pos
+        && (h.works_pos - postings_end).is_multiple_of(4)
         && h.works_pos <= file_len as u64;
     if !ordered {
         return Err("section positions are inconsistent with the file size".into());
@@ -458,27 +583,49 @@ mod tests {
         let path = dir.path().join("a.seg");
         let a = vec![print(0x12345, 10), print(0x12345, 20), print(0xabcde, 5)];
         let b = vec![print(0x12345, 7), print(0x00001, 1)];
+        let peak = |t_frame, f_half_bins| PeakPoint {
+            t_frame,
+            f_half_bins,
+        };
+        let peaks_a = vec![peak(3, 40), peak(9, 2), peak(9, 80), peak(30, 7)];
+        // Unsorted input is sorted on write.
+        let peaks_b = vec![peak(12, 5), peak(1, 9)];
+        let (work_a, work_b) = (
+            SegmentWork {
+                id: "a".into(),
+                duration_s: 1.0,
+                prints: 3,
+            },
+            SegmentWork {
+                id: "b".into(),
+                duration_s: 2.0,
+                prints: 2,
+            },
+        );
         let works = [
-            (
-                SegmentWork {
-                    id: "a".into(),
-                    duration_s: 1.0,
-                    prints: 3,
-                },
-                a.as_slice(),
-            ),
-            (
-                SegmentWork {
-                    id: "b".into(),
-                    duration_s: 2.0,
-                    prints: 2,
-                },
-                b.as_slice(),
-            ),
+            NewWork {
+                work: &work_a,
+                prints: &a,
+                peaks: &peaks_a,
+            },
+            NewWork {
+                work: &work_b,
+                prints: &b,
+                peaks: &peaks_b,
+            },
         ];
         assert_eq!(write_segment(&path, 42, &works).unwrap(), 5);
         let seg = Segment::open(&path, 42).unwrap();
         seg.verify().unwrap();
+        let mut got = Vec::new();
+        seg.peaks_in(0, 9, 30, &mut got);
+        assert_eq!(got, vec![peak(9, 2), peak(9, 80)]);
+        got.clear();
+        seg.peaks_in(1, 0, u32::MAX, &mut got);
+        assert_eq!(got, vec![peak(1, 9), peak(12, 5)]);
+        got.clear();
+        seg.peaks_in(7, 0, u32::MAX, &mut got);
+        assert!(got.is_empty());
         let mut found = Vec::new();
         seg.lookup(0x12345, |p| found.push((p.work, p.t_frame)));
         found.sort();
@@ -497,19 +644,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.seg");
         let a: Vec<Print> = (0..1000).map(|i| print(i * 7919 % (1 << 20), i)).collect();
-        write_segment(
-            &path,
-            1,
-            &[(
-                SegmentWork {
-                    id: "a".into(),
-                    duration_s: 1.0,
-                    prints: 1000,
-                },
-                &a,
-            )],
-        )
-        .unwrap();
+        let work = SegmentWork {
+            id: "a".into(),
+            duration_s: 1.0,
+            prints: 1000,
+        };
+        let new = NewWork {
+            work: &work,
+            prints: &a,
+            peaks: &[],
+        };
+        write_segment(&path, 1, &[new]).unwrap();
         let mut bytes = fs::read(&path).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x55;

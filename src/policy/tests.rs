@@ -22,6 +22,7 @@ fn m(work_id: &str, start: f64, end: f64, score: f64, confident: bool) -> Match 
         speed_factor: 1.0,
         pitch_factor: 1.0,
         confident,
+        evidence: Default::default(),
     }
 }
 

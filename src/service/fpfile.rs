@@ -121,7 +121,11 @@ impl FingerprintFile {
             usize::try_from(header.frames).map_err(|_| corrupt("frame count too large".into()))?;
         Ok(Self {
             header,
-            fingerprint: Fingerprint { prints, frames },
+            fingerprint: Fingerprint {
+                prints,
+                frames,
+                peaks: Vec::new(),
+            },
         })
     }
 
@@ -199,6 +203,7 @@ mod tests {
                     },
                 ],
                 frames: 100,
+                peaks: Vec::new(),
             },
         };
         let bytes = file.to_bytes();

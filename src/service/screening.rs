@@ -275,7 +275,14 @@ async fn read_prints(
         }
         append_batch(&mut prints, &batch)?;
     }
-    Ok((submission, Fingerprint { prints, frames }))
+    Ok((
+        submission,
+        Fingerprint {
+            prints,
+            frames,
+            peaks: Vec::new(),
+        },
+    ))
 }
 
 /// Checks one batch and appends its prints.
