@@ -4,7 +4,8 @@
 //! new work ids until the index holds the target hours. Each replica keeps the real
 //! print timing but has its hashes scrambled by a per-replica mask, so the index has
 //! the posting-list load of a catalog of *different* recordings (identical copies
-//! would all collapse onto the same hashes). Queries are 10 s excerpts of the
+//! would all collapse onto the same hashes); its stored peaks are the clip's own.
+//! Queries are 10 s excerpts of the
 //! original clips; we time lookup + matching only, and report p50/p95/p99.
 //!
 //! Run: `cargo bench --bench index_scale` (sizes via `EARMARK_BENCH_HOURS=10,100,1000`).
@@ -13,9 +14,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use earmark::decode::{self, DecodeLimits};
-use earmark::fingerprint::{HASH_BITS, Print, SAMPLE_RATE_HZ, Side, fingerprint_samples};
+use earmark::fingerprint::{
+    Fingerprint, HASH_BITS, Print, SAMPLE_RATE_HZ, Side, fingerprint_samples,
+};
 use earmark::index::segment::SegmentWork;
-use earmark::index::{Index, IndexWriter};
+use earmark::index::{Index, IndexWriter, NewWork};
 use earmark::matcher::{MatcherConfig, find_matches};
 
 const QUERIES: usize = 200;
@@ -40,7 +43,7 @@ fn main() {
         .filter_map(|h| h.trim().parse().ok())
         .collect();
     let refs = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-audio/refs");
-    let mut clips: Vec<(Vec<f32>, Vec<Print>, f64)> = Vec::new();
+    let mut clips: Vec<(Vec<f32>, Fingerprint, f64)> = Vec::new();
     let mut names: Vec<_> = std::fs::read_dir(&refs)
         .expect("test-audio/refs")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -51,7 +54,7 @@ fn main() {
             .expect("clip decodes");
         let fp = fingerprint_samples(&audio.samples, Side::Reference);
         let seconds = audio.info.duration_s;
-        clips.push((audio.samples, fp.prints, seconds));
+        clips.push((audio.samples, fp, seconds));
     }
     // Query fingerprints: 10 s excerpts at deterministic offsets.
     let queries: Vec<_> = (0..QUERIES)
@@ -69,11 +72,12 @@ fn main() {
         let clip_seconds: f64 = clips.iter().map(|c| c.2).sum::<f64>() / clips.len() as f64;
         let works = ((h * 3600.0) / clip_seconds).ceil() as usize;
         let started = Instant::now();
-        let replicas: Vec<(SegmentWork, Vec<Print>)> = (0..works)
+        let replicas: Vec<(SegmentWork, Vec<Print>, usize)> = (0..works)
             .map(|w| {
-                let (_, prints, seconds) = &clips[w % clips.len()];
+                let (_, fp, seconds) = &clips[w % clips.len()];
                 let replica = (w / clips.len()) as u64;
-                let prints = prints
+                let prints = fp
+                    .prints
                     .iter()
                     .map(|p| Print {
                         hash: if replica == 0 {
@@ -91,12 +95,17 @@ fn main() {
                         prints: 0,
                     },
                     prints,
+                    w % clips.len(),
                 )
             })
             .collect();
-        let entries: Vec<(SegmentWork, &[Print])> = replicas
+        let entries: Vec<NewWork<'_>> = replicas
             .iter()
-            .map(|(w, p)| (w.clone(), p.as_slice()))
+            .map(|(work, prints, clip)| NewWork {
+                work,
+                prints,
+                peaks: &clips[*clip].1.peaks,
+            })
             .collect();
         let writer = IndexWriter::open(dir.path()).expect("writer");
         writer.add_works(&entries).expect("build index");

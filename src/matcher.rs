@@ -216,7 +216,11 @@ fn verify(
     let tq_lo = (segment.tq_start - margin).max(0.0);
     let tq_hi = segment.tq_end + margin;
     let ref_at = |tq: f64| segment.slope * tq + segment.intercept;
-    let widest = CHANCE_SHIFTS_FRAMES.iter().map(|s| s.abs()).max().unwrap_or(0) as f64;
+    let widest = CHANCE_SHIFTS_FRAMES
+        .iter()
+        .map(|s| s.abs())
+        .max()
+        .unwrap_or(0) as f64;
     let tr_lo = ref_at(tq_lo);
     let tr_hi = ref_at(tq_hi);
     ref_peaks.clear();
@@ -564,10 +568,7 @@ mod tests {
         // Uniform clutter.
         hits.extend((0..200u32).map(|i| hit((i * 37) % 800, (i * 7919) % 5000)));
         let segments = align_work(hits, 5.0);
-        let best = segments
-            .iter()
-            .max_by_key(|s| s.anchors)
-            .unwrap();
+        let best = segments.iter().max_by_key(|s| s.anchors).unwrap();
         assert!((best.slope - 1.07).abs() < 0.01, "slope {}", best.slope);
         assert!(best.anchors >= 75, "anchors {}", best.anchors);
         assert!(
@@ -631,9 +632,12 @@ mod tests {
             })
             .collect();
         let segment = &align_work(hits, 5.0)[0];
-        let m = segment
-            .clone()
-            .into_match("w", 10.0, PeakEvidence::default(), &MatcherConfig::default());
+        let m = segment.clone().into_match(
+            "w",
+            10.0,
+            PeakEvidence::default(),
+            &MatcherConfig::default(),
+        );
         // 4 half bins = 2 quarter tones = 1 semitone.
         assert!((m.pitch_factor - 2f64.powf(1.0 / 12.0)).abs() < 1e-6);
     }

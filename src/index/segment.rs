@@ -505,11 +505,15 @@ impl Segment {
             }
         }
         if bad.is_none() {
-            bad = self.peak_runs.iter().zip(&self.works).find_map(|(&(start, len), work)| {
-                let unsorted = (start + 1..start + len)
-                    .any(|i| self.peak(i).t_frame < self.peak(i - 1).t_frame);
-                unsorted.then(|| format!("peaks of work {} out of order", work.id))
-            });
+            bad = self
+                .peak_runs
+                .iter()
+                .zip(&self.works)
+                .find_map(|(&(start, len), work)| {
+                    let unsorted = (start + 1..start + len)
+                        .any(|i| self.peak(i).t_frame < self.peak(i - 1).t_frame);
+                    unsorted.then(|| format!("peaks of work {} out of order", work.id))
+                });
         }
         match bad {
             Some(reason) => Err(corrupt(reason)),

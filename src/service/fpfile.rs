@@ -3,8 +3,9 @@
 //!
 //! Layout: the magic line [`MAGIC`], then a length-delimited protobuf
 //! `earmark.v1.FingerprintHeader`, then one length-delimited
-//! `earmark.v1.PrintBatch` holding every print. The header's submission id is
-//! the SHA-256 of the audio file; the purpose is chosen when screening.
+//! `earmark.v1.PrintBatch` holding every print, then one length-delimited
+//! `earmark.v1.PeakBatch` holding every peak. The header's submission id is the
+//! SHA-256 of the audio file; the purpose is chosen when screening.
 
 use std::path::{Path, PathBuf};
 
@@ -13,10 +14,10 @@ use prost::Message;
 use super::pb;
 use crate::decode::DecodeLimits;
 use crate::engine::{self, EngineError};
-use crate::fingerprint::{CONFIG_ID, Fingerprint, Print, Side};
+use crate::fingerprint::{CONFIG_ID, Fingerprint, PeakPoint, Print, Side};
 
-/// First bytes of every fingerprint file (format version 1).
-pub const MAGIC: &[u8] = b"EARMARK-FINGERPRINT 1\n";
+/// First bytes of every fingerprint file (format version 2).
+pub const MAGIC: &[u8] = b"EARMARK-FINGERPRINT 2\n";
 /// Prints per `PrintBatch` message when streaming to the server.
 pub const PRINTS_PER_MESSAGE: usize = 65_536;
 
@@ -75,12 +76,19 @@ impl FingerprintFile {
     /// Serialises to the file format.
     pub fn to_bytes(&self) -> Vec<u8> {
         let batch = batch(&self.fingerprint.prints);
-        let mut out =
-            Vec::with_capacity(MAGIC.len() + self.header.encoded_len() + batch.encoded_len() + 20);
+        let peaks = peak_batch(&self.fingerprint.peaks);
+        let mut out = Vec::with_capacity(
+            MAGIC.len()
+                + self.header.encoded_len()
+                + batch.encoded_len()
+                + peaks.encoded_len()
+                + 30,
+        );
         out.extend_from_slice(MAGIC);
         // Writing to a Vec cannot fail for lack of space.
         let _ = self.header.encode_length_delimited(&mut out);
         let _ = batch.encode_length_delimited(&mut out);
+        let _ = peaks.encode_length_delimited(&mut out);
         out
     }
 
@@ -99,6 +107,8 @@ impl FingerprintFile {
             .map_err(|e| corrupt(format!("header: {e}")))?;
         let batch = pb::PrintBatch::decode_length_delimited(&mut rest)
             .map_err(|e| corrupt(format!("prints: {e}")))?;
+        let peak_batch = pb::PeakBatch::decode_length_delimited(&mut rest)
+            .map_err(|e| corrupt(format!("peaks: {e}")))?;
         if !rest.is_empty() {
             return Err(corrupt(format!("{} trailing bytes", rest.len())));
         }
@@ -117,6 +127,8 @@ impl FingerprintFile {
                 })
             })
             .collect::<Result<Vec<_>, FpFileError>>()?;
+        let mut peaks = Vec::new();
+        append_peaks(&mut peaks, &peak_batch).map_err(corrupt)?;
         let frames =
             usize::try_from(header.frames).map_err(|_| corrupt("frame count too large".into()))?;
         Ok(Self {
@@ -124,7 +136,7 @@ impl FingerprintFile {
             fingerprint: Fingerprint {
                 prints,
                 frames,
-                peaks: Vec::new(),
+                peaks,
             },
         })
     }
@@ -164,8 +176,42 @@ impl FingerprintFile {
                 part: Some(Part::Prints(batch(c))),
             }
         }));
+        out.extend(self.fingerprint.peaks.chunks(PRINTS_PER_MESSAGE).map(|c| {
+            pb::ScreenFingerprintsRequest {
+                part: Some(Part::Peaks(peak_batch(c))),
+            }
+        }));
         out
     }
+}
+
+fn peak_batch(peaks: &[PeakPoint]) -> pb::PeakBatch {
+    pb::PeakBatch {
+        t_frames: peaks.iter().map(|p| p.t_frame).collect(),
+        f_half_bins: peaks.iter().map(|p| u32::from(p.f_half_bins)).collect(),
+    }
+}
+
+/// Appends a batch of peaks received from a client, checking each field; keeps
+/// `peaks` sorted (the matcher relies on it).
+pub fn append_peaks(peaks: &mut Vec<PeakPoint>, batch: &pb::PeakBatch) -> Result<(), String> {
+    if batch.t_frames.len() != batch.f_half_bins.len() {
+        return Err("peaks: t_frames and f_half_bins differ in length".into());
+    }
+    let was_sorted_up_to = peaks.len();
+    peaks.reserve(batch.t_frames.len());
+    for (&t_frame, &f) in batch.t_frames.iter().zip(&batch.f_half_bins) {
+        let f_half_bins =
+            u8::try_from(f).map_err(|_| format!("peaks: frequency {f} is out of range 0..=255"))?;
+        peaks.push(PeakPoint {
+            t_frame,
+            f_half_bins,
+        });
+    }
+    if !peaks[was_sorted_up_to.saturating_sub(1)..].is_sorted() {
+        peaks.sort_unstable();
+    }
+    Ok(())
 }
 
 fn batch(prints: &[Print]) -> pb::PrintBatch {
@@ -203,12 +249,22 @@ mod tests {
                     },
                 ],
                 frames: 100,
-                peaks: Vec::new(),
+                peaks: vec![
+                    PeakPoint {
+                        t_frame: 1,
+                        f_half_bins: 200,
+                    },
+                    PeakPoint {
+                        t_frame: 9,
+                        f_half_bins: 4,
+                    },
+                ],
             },
         };
         let bytes = file.to_bytes();
         let back = FingerprintFile::from_bytes(Path::new("x"), &bytes).unwrap();
         assert_eq!(back.fingerprint.prints, file.fingerprint.prints);
+        assert_eq!(back.fingerprint.peaks, file.fingerprint.peaks);
         assert_eq!(back.header, file.header);
         assert!(matches!(
             FingerprintFile::from_bytes(Path::new("x"), b"nope"),

@@ -15,12 +15,14 @@ use super::auth;
 use super::call::{self, Call};
 use super::convert;
 use super::error::ServiceError;
+use super::fpfile;
 use super::metrics;
 use super::pb;
 use super::state::{Cancel, Ready, Settings};
 use crate::decode::{self, DecodeLimits};
 use crate::fingerprint::{
-    CONFIG_ID, Fingerprint, HASH_BITS, Print, SAMPLE_RATE_HZ, Side, StreamingFingerprinter,
+    CONFIG_ID, Fingerprint, HASH_BITS, PeakPoint, Print, SAMPLE_RATE_HZ, Side,
+    StreamingFingerprinter,
 };
 use crate::matcher;
 use crate::policy::{self, Decision, Verdict, VerdictContext};
@@ -172,7 +174,10 @@ impl Service {
         let mut stream = request.into_inner();
         let header = match call::next_message(&mut stream).await?.and_then(|m| m.part) {
             Some(pb::screen_fingerprints_request::Part::Header(h)) => h,
-            Some(pb::screen_fingerprints_request::Part::Prints(_)) => {
+            Some(
+                pb::screen_fingerprints_request::Part::Prints(_)
+                | pb::screen_fingerprints_request::Part::Peaks(_),
+            ) => {
                 return Err(ServiceError::invalid(
                     "header",
                     "the first message must carry the header",
@@ -255,9 +260,22 @@ async fn read_prints(
     }
     let max_prints = limits.max_prints();
     let mut prints: Vec<Print> = Vec::new();
+    let mut peaks: Vec<PeakPoint> = Vec::new();
     while let Some(message) = call::next_message(stream).await? {
         let batch = match message.part {
             Some(pb::screen_fingerprints_request::Part::Prints(b)) => b,
+            Some(pb::screen_fingerprints_request::Part::Peaks(b)) => {
+                let total = peaks.len() as u64 + b.t_frames.len() as u64;
+                if total > max_prints {
+                    return Err(ServiceError::TooManyPrints {
+                        count: total,
+                        max: max_prints,
+                    });
+                }
+                fpfile::append_peaks(&mut peaks, &b)
+                    .map_err(|reason| ServiceError::invalid("peaks", reason))?;
+                continue;
+            }
             Some(pb::screen_fingerprints_request::Part::Header(_)) => {
                 return Err(ServiceError::invalid(
                     "header",
@@ -280,7 +298,7 @@ async fn read_prints(
         Fingerprint {
             prints,
             frames,
-            peaks: Vec::new(),
+            peaks,
         },
     ))
 }
