@@ -174,25 +174,45 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
         })
         .collect();
     candidates.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
-    let mut matches: Vec<Match> = Vec::new();
+    let mut verified: Vec<(f64, WorkRef, Segment)> = Vec::new();
     let mut ref_peaks = Vec::new();
+    let mut consumed = vec![false; query.peaks.len()];
     for (rank, (work_ref, work_hits)) in candidates.into_iter().enumerate() {
         let strong = work_hits.len() >= STRONG_CANDIDATE_HITS;
         if work_hits.len() < CANDIDATE_MIN_HITS || (!strong && rank >= MAX_WEAK_CANDIDATE_WORKS) {
             break;
         }
-        let Some(work) = index.work(work_ref) else {
-            continue;
-        };
         for segment in align_work(work_hits, CANDIDATE_MIN_HITS as f64) {
             if segment.anchors < CANDIDATE_MIN_HITS {
                 continue;
             }
-            let evidence = verify(index, work_ref, &segment, &query.peaks, &mut ref_peaks);
-            let score = evidence.score();
+            let mut peaks = PeakCheck::new(&query.peaks, &consumed, &mut ref_peaks);
+            let score = peaks.verify(index, work_ref, &segment, None).score();
             if score >= config.min_score {
-                matches.push(segment.into_match(&work.id, score, evidence, config));
+                verified.push((score, work_ref, segment));
             }
+        }
+    }
+    // Explaining away, strongest first: query peaks that an accepted match
+    // accounts for cannot support another one. A work that shares material with
+    // the one really present loses the peaks it borrowed; a work truly mixed
+    // underneath keeps its own.
+    verified.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut matches: Vec<Match> = Vec::new();
+    let mut explained = Vec::new();
+    for (_, work_ref, segment) in verified {
+        let Some(work) = index.work(work_ref) else {
+            continue;
+        };
+        explained.clear();
+        let mut peaks = PeakCheck::new(&query.peaks, &consumed, &mut ref_peaks);
+        let evidence = peaks.verify(index, work_ref, &segment, Some(&mut explained));
+        let score = evidence.score();
+        if score >= config.min_score {
+            for &i in &explained {
+                consumed[i] = true;
+            }
+            matches.push(segment.into_match(&work.id, score, evidence, config));
         }
     }
     drop_shadowed(&mut matches);
@@ -204,79 +224,118 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
     matches
 }
 
-/// Checks where the alignment of `segment` puts the reference's peaks in the query.
-fn verify(
-    index: &Index,
-    work_ref: WorkRef,
-    segment: &Segment,
-    query_peaks: &[PeakPoint],
-    ref_peaks: &mut Vec<PeakPoint>,
-) -> PeakEvidence {
-    let margin = VERIFY_MARGIN_S * FRAMES_PER_SECOND;
-    let tq_lo = (segment.tq_start - margin).max(0.0);
-    let tq_hi = segment.tq_end + margin;
-    let ref_at = |tq: f64| segment.slope * tq + segment.intercept;
-    let widest = CHANCE_SHIFTS_FRAMES
-        .iter()
-        .map(|s| s.abs())
-        .max()
-        .unwrap_or(0) as f64;
-    let tr_lo = ref_at(tq_lo);
-    let tr_hi = ref_at(tq_hi);
-    ref_peaks.clear();
-    index.work_peaks(
-        work_ref,
-        (tr_lo - widest).max(0.0) as u32,
-        (tr_hi + widest).max(0.0) as u32,
-        ref_peaks,
-    );
-    let pitch = segment.pitch_half_bins.round() as i32;
-    let count = |shift: i64| -> (u32, u32) {
-        let (lo, hi) = (tr_lo + shift as f64, tr_hi + shift as f64);
-        let (mut checked, mut found) = (0, 0);
-        for p in ref_peaks.iter() {
-            let tr = f64::from(p.t_frame);
-            if tr < lo || tr >= hi {
-                continue;
-            }
-            let tq = ((tr - shift as f64 - segment.intercept) / segment.slope).round() as i64;
-            let fq = i32::from(p.f_half_bins) + pitch;
-            checked += 1;
-            if has_peak_near(query_peaks, tq, fq) {
-                found += 1;
-            }
+/// Peak verification of alignments against one query.
+struct PeakCheck<'a> {
+    /// Query peaks, sorted by frame.
+    query_peaks: &'a [PeakPoint],
+    /// Query peaks already explained by an accepted match.
+    consumed: &'a [bool],
+    /// Scratch buffer for the reference's peaks.
+    ref_peaks: &'a mut Vec<PeakPoint>,
+}
+
+impl<'a> PeakCheck<'a> {
+    fn new(
+        query_peaks: &'a [PeakPoint],
+        consumed: &'a [bool],
+        ref_peaks: &'a mut Vec<PeakPoint>,
+    ) -> Self {
+        Self {
+            query_peaks,
+            consumed,
+            ref_peaks,
         }
-        (checked, found)
-    };
-    let (checked, found) = count(0);
-    let chance_total: f64 = CHANCE_SHIFTS_FRAMES
-        .iter()
-        .map(|&shift| {
-            let (c, f) = count(shift);
-            // Scale to the number of peaks of the true alignment.
-            if c == 0 {
-                0.0
-            } else {
-                f64::from(f) * f64::from(checked) / f64::from(c)
+    }
+
+    /// Checks where the alignment of `segment` puts the reference's peaks in the
+    /// query; with `explained`, collects the query peaks the alignment found.
+    fn verify(
+        &mut self,
+        index: &Index,
+        work_ref: WorkRef,
+        segment: &Segment,
+        mut explained: Option<&mut Vec<usize>>,
+    ) -> PeakEvidence {
+        let margin = VERIFY_MARGIN_S * FRAMES_PER_SECOND;
+        let tq_lo = (segment.tq_start - margin).max(0.0);
+        let tq_hi = segment.tq_end + margin;
+        let ref_at = |tq: f64| segment.slope * tq + segment.intercept;
+        let widest = CHANCE_SHIFTS_FRAMES.iter().map(|s| s.abs()).max().unwrap_or(0) as f64;
+        let (tr_lo, tr_hi) = (ref_at(tq_lo), ref_at(tq_hi));
+        self.ref_peaks.clear();
+        index.work_peaks(
+            work_ref,
+            (tr_lo - widest).max(0.0) as u32,
+            (tr_hi + widest).max(0.0) as u32,
+            self.ref_peaks,
+        );
+        let pitch = segment.pitch_half_bins.round() as i32;
+        let mut count = |shift: i64, mut explained: Option<&mut Vec<usize>>| -> (u32, u32) {
+            let (lo, hi) = (tr_lo + shift as f64, tr_hi + shift as f64);
+            let (mut checked, mut found) = (0, 0);
+            for p in self.ref_peaks.iter() {
+                let tr = f64::from(p.t_frame);
+                if tr < lo || tr >= hi {
+                    continue;
+                }
+                let tq = ((tr - shift as f64 - segment.intercept) / segment.slope).round() as i64;
+                let fq = i32::from(p.f_half_bins) + pitch;
+                checked += 1;
+                if let Some(i) = self.peak_near(tq, fq) {
+                    found += 1;
+                    if let Some(out) = explained.as_deref_mut() {
+                        out.push(i);
+                    }
+                }
             }
-        })
-        .sum();
-    PeakEvidence {
-        checked,
-        found,
-        chance: chance_total / CHANCE_SHIFTS_FRAMES.len() as f64,
+            (checked, found)
+        };
+        let (checked, found) = count(0, explained.as_deref_mut());
+        let chance_total: f64 = CHANCE_SHIFTS_FRAMES
+            .iter()
+            .map(|&shift| {
+                let (c, f) = count(shift, None);
+                // Scale to the number of peaks of the true alignment.
+                if c == 0 {
+                    0.0
+                } else {
+                    f64::from(f) * f64::from(checked) / f64::from(c)
+                }
+            })
+            .sum();
+        PeakEvidence {
+            checked,
+            found,
+            chance: chance_total / CHANCE_SHIFTS_FRAMES.len() as f64,
+        }
+    }
+
+    /// Index of an unexplained query peak within the verification tolerance of
+    /// (`t_frame`, `f_half_bins`), if any.
+    fn peak_near(&self, t_frame: i64, f_half_bins: i32) -> Option<usize> {
+        peak_near(self.query_peaks, self.consumed, t_frame, f_half_bins)
     }
 }
 
-/// True when `peaks` (sorted by frame) has one within the verification tolerance
-/// of (`t_frame`, `f_half_bins`).
-fn has_peak_near(peaks: &[PeakPoint], t_frame: i64, f_half_bins: i32) -> bool {
+/// Index of a peak of `peaks` (sorted by frame) not marked in `consumed` within
+/// the verification tolerance of (`t_frame`, `f_half_bins`).
+fn peak_near(
+    peaks: &[PeakPoint],
+    consumed: &[bool],
+    t_frame: i64,
+    f_half_bins: i32,
+) -> Option<usize> {
     let from = (t_frame - VERIFY_TOLERANCE_FRAMES).max(0);
     let start = peaks.partition_point(|p| i64::from(p.t_frame) < from);
     peaks[start..]
         .iter()
-        .take_while(|p| i64::from(p.t_frame) <= t_frame + VERIFY_TOLERANCE_FRAMES)
-        .any(|p| (i32::from(p.f_half_bins) - f_half_bins).abs() <= VERIFY_TOLERANCE_HALF_BINS)
+        .enumerate()
+        .take_while(|(_, p)| i64::from(p.t_frame) <= t_frame + VERIFY_TOLERANCE_FRAMES)
+        .find(|&(j, p)| {
+            (i32::from(p.f_half_bins) - f_half_bins).abs() <= VERIFY_TOLERANCE_HALF_BINS
+                && !consumed.get(start + j).copied().unwrap_or(false)
+        })
+        .map(|(j, _)| start + j)
 }
 
 /// Drops a match when a stronger match of the same work covers most of its query
@@ -587,13 +646,16 @@ mod tests {
                 f_half_bins,
             })
             .collect();
-        assert!(has_peak_near(&peaks, 10, 50));
-        assert!(has_peak_near(&peaks, 8, 52));
-        assert!(has_peak_near(&peaks, 14, 88));
-        assert!(!has_peak_near(&peaks, 7, 50), "too early");
-        assert!(!has_peak_near(&peaks, 10, 53), "too high");
-        assert!(!has_peak_near(&peaks, 25, 60), "nothing there");
-        assert!(!has_peak_near(&peaks, -5, 50));
+        let none = [false; 3];
+        assert_eq!(peak_near(&peaks, &none, 10, 50), Some(0));
+        assert_eq!(peak_near(&peaks, &none, 8, 52), Some(0));
+        assert_eq!(peak_near(&peaks, &none, 14, 88), Some(1));
+        assert_eq!(peak_near(&peaks, &none, 7, 50), None, "too early");
+        assert_eq!(peak_near(&peaks, &none, 10, 53), None, "too high");
+        assert_eq!(peak_near(&peaks, &none, 25, 60), None, "nothing there");
+        assert_eq!(peak_near(&peaks, &none, -5, 50), None);
+        // A peak explained by another match is not found again.
+        assert_eq!(peak_near(&peaks, &[true, false, false], 10, 50), None);
     }
 
     #[test]
@@ -605,7 +667,7 @@ mod tests {
         };
         let mixed_work = PeakEvidence {
             checked: 200,
-            found: 40,
+            found: 50,
             chance: 11.0,
         };
         assert!(chance_level.score() < 1.0);

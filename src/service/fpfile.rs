@@ -272,6 +272,6 @@ mod tests {
         ));
         assert!(FingerprintFile::from_bytes(Path::new("x"), &bytes[..bytes.len() - 3]).is_err());
         let requests = file.requests(pb::Scope::AiTraining, "");
-        assert_eq!(requests.len(), 2);
+        assert_eq!(requests.len(), 3, "header, prints, peaks");
     }
 }
