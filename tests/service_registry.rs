@@ -234,6 +234,147 @@ async fn register_screen_consent_remove_audit() {
     server.shutdown().await.unwrap();
 }
 
+/// Every method of both services, for the auth matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Screen,
+    ScreenFingerprints,
+    RegisterWork,
+    SetConsent,
+    GetWork,
+    ListWorks,
+    RemoveWork,
+    ConsentHistory,
+    AuditLog,
+}
+
+const ALL_METHODS: [Method; 9] = [
+    Method::Screen,
+    Method::ScreenFingerprints,
+    Method::RegisterWork,
+    Method::SetConsent,
+    Method::GetWork,
+    Method::ListWorks,
+    Method::RemoveWork,
+    Method::ConsentHistory,
+    Method::AuditLog,
+];
+
+/// Wraps `message` with `authorization: <value>` (the raw header value, so
+/// malformed schemes can be sent too).
+fn authorized<T>(message: T, authorization: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().unwrap());
+    }
+    request
+}
+
+/// Calls `method` with the raw `authorization` value on `work` (or, for
+/// RegisterWork, a new work `work` of `holder`); returns OK or the code.
+async fn attempt(
+    server: &earmark::service::ServerHandle,
+    authorization: Option<&str>,
+    method: Method,
+    work: &str,
+    holder: &str,
+    prints: &earmark::service::fpfile::FingerprintFile,
+) -> Code {
+    let mut screen = screening(server, None).await;
+    let mut reg = registry(server, None).await;
+    let auth = authorization;
+    let result: Result<(), tonic::Status> = match method {
+        Method::Screen => {
+            let requests = client::screen_requests(
+                metadata("speech.ogg", pb::Scope::AiTraining),
+                &read_audio("submissions/speech.ogg"),
+            );
+            screen
+                .screen(authorized(tokio_stream::iter(requests), auth))
+                .await
+                .map(drop)
+        }
+        Method::ScreenFingerprints => screen
+            .screen_fingerprints(authorized(
+                tokio_stream::iter(prints.requests(pb::Scope::AiTraining, "")),
+                auth,
+            ))
+            .await
+            .map(drop),
+        Method::RegisterWork => {
+            let requests = client::register_requests(
+                work_metadata(work, holder, Some(pb::ConsentStatus::OptedOut)),
+                &read_audio(&format!("refs/{HEROES}.ogg")),
+            );
+            reg.register_work(authorized(tokio_stream::iter(requests), auth))
+                .await
+                .map(drop)
+        }
+        Method::SetConsent => reg
+            .set_consent(authorized(
+                set_consent(work, pb::ConsentStatus::OptedIn),
+                auth,
+            ))
+            .await
+            .map(drop),
+        Method::GetWork => reg
+            .get_work(authorized(
+                pb::GetWorkRequest {
+                    work_id: work.into(),
+                },
+                auth,
+            ))
+            .await
+            .map(drop),
+        Method::ListWorks => reg
+            .list_works(authorized(pb::ListWorksRequest::default(), auth))
+            .await
+            .map(drop),
+        Method::RemoveWork => reg
+            .remove_work(authorized(
+                pb::RemoveWorkRequest {
+                    work_id: work.into(),
+                },
+                auth,
+            ))
+            .await
+            .map(drop),
+        Method::ConsentHistory => reg
+            .consent_history(authorized(
+                pb::ConsentHistoryRequest {
+                    work_id: work.into(),
+                },
+                auth,
+            ))
+            .await
+            .map(drop),
+        Method::AuditLog => match reg
+            .audit_log(authorized(pb::AuditLogRequest::default(), auth))
+            .await
+        {
+            Ok(r) => {
+                let mut stream = r.into_inner();
+                let mut result = Ok(());
+                while let Some(entry) = stream.next().await {
+                    if let Err(e) = entry {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                result
+            }
+            Err(e) => Err(e),
+        },
+    };
+    result.map_or_else(|s| s.code(), |()| Code::Ok)
+}
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_auth_rule() {
     let dir = tempfile::tempdir().unwrap();
@@ -251,122 +392,166 @@ async fn every_auth_rule() {
         .revoke_key(&revoked_id, "test")
         .unwrap();
     let server = start(config(&data)).await;
+    let prints = earmark::service::fpfile::FingerprintFile::from_audio(
+        &audio("submissions/speech.ogg"),
+        &Default::default(),
+    )
+    .unwrap();
 
-    // UNAUTHENTICATED: no key, malformed, unknown, revoked; on both services.
-    let last = if screener.ends_with('0') { '1' } else { '0' };
-    let forged = format!("{}{last}", &screener[..screener.len() - 1]);
-    for k in [
+    // UNAUTHENTICATED on every method: no key, another scheme, malformed,
+    // forged (right id, wrong secret), revoked.
+    let last = if admin.ends_with('0') { '1' } else { '0' };
+    let forged = bearer(&format!("{}{last}", &admin[..admin.len() - 1]));
+    let basic = format!("Basic {admin}");
+    let revoked = bearer(&revoked);
+    for auth in [
         None,
-        Some("not-a-key"),
+        Some(basic.as_str()),
+        Some("Bearer not-a-key"),
         Some(forged.as_str()),
         Some(revoked.as_str()),
     ] {
-        let err = screen(&mut screening(&server, k).await, "submissions/speech.ogg")
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::Unauthenticated, "{k:?}: {err:?}");
-        let err = registry(&server, k)
-            .await
-            .get_work(pb::GetWorkRequest {
-                work_id: HEROES.into(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::Unauthenticated, "{k:?}");
+        for method in ALL_METHODS {
+            let code = attempt(&server, auth, method, NORTHERNERS, WESNOTH, &prints).await;
+            assert_eq!(code, Code::Unauthenticated, "{method:?} with {auth:?}");
+        }
     }
 
-    // A screener may only screen.
-    assert!(
-        screen(
-            &mut screening(&server, Some(&screener)).await,
-            "submissions/speech.ogg"
-        )
-        .await
-        .is_ok()
-    );
-    let mut reg = registry(&server, Some(&screener)).await;
-    let err = reg
-        .get_work(pb::GetWorkRequest {
-            work_id: HEROES.into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    let err = reg
-        .list_works(pb::ListWorksRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    let err = reg
-        .set_consent(set_consent(HEROES, pb::ConsentStatus::OptedIn))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    let err = reg
-        .audit_log(pb::AuditLogRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    // The matrix. Rights holder = Wesnoth; "own" work NORTHERNERS (Wesnoth),
+    // "other" work SECTOID (Frets on Fire). RegisterWork registers a new work
+    // for the named holder; RemoveWork removes what that row registered.
+    use Code::{Ok as OK, PermissionDenied as DENIED};
+    let (screener_h, wesnoth_h, admin_h) = (bearer(&screener), bearer(&wesnoth), bearer(&admin));
+    struct Row<'a> {
+        who: &'a str,
+        auth: &'a str,
+        work: &'a str,
+        holder: &'a str,
+        new_work: &'a str,
+        // Screen, ScreenFingerprints, RegisterWork, SetConsent, GetWork,
+        // ListWorks, RemoveWork, ConsentHistory, AuditLog
+        expect: [Code; 9],
+    }
+    let rows = [
+        Row {
+            who: "screener",
+            auth: &screener_h,
+            work: NORTHERNERS,
+            holder: WESNOTH,
+            new_work: "by-screener",
+            expect: [
+                OK, OK, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED,
+            ],
+        },
+        Row {
+            who: "rights holder, another holder's work",
+            auth: &wesnoth_h,
+            work: SECTOID,
+            holder: FOF,
+            new_work: "wesnoth-for-fof",
+            // ListWorks and AuditLog are allowed, filtered (checked below).
+            expect: [
+                DENIED, DENIED, DENIED, DENIED, DENIED, OK, DENIED, DENIED, OK,
+            ],
+        },
+        Row {
+            who: "rights holder, own work",
+            auth: &wesnoth_h,
+            work: NORTHERNERS,
+            holder: WESNOTH,
+            new_work: "wesnoth-new",
+            expect: [DENIED, DENIED, OK, OK, OK, OK, OK, OK, OK],
+        },
+        Row {
+            who: "admin, any holder's work",
+            auth: &admin_h,
+            work: SECTOID,
+            holder: FOF,
+            new_work: "admin-for-fof",
+            expect: [OK, OK, OK, OK, OK, OK, OK, OK, OK],
+        },
+    ];
+    for row in &rows {
+        for (method, want) in ALL_METHODS.into_iter().zip(row.expect) {
+            // A successful RemoveWork removes what this row registered; a
+            // refused one targets the row's existing work.
+            let work = match (method, want) {
+                (Method::RegisterWork, _) | (Method::RemoveWork, OK) => row.new_work,
+                _ => row.work,
+            };
+            let code = attempt(&server, Some(row.auth), method, work, row.holder, &prints).await;
+            assert_eq!(code, want, "{}: {method:?} {work}", row.who);
+        }
+    }
 
-    // A rights holder: not screening; its own works only.
-    let err = screen(
-        &mut screening(&server, Some(&wesnoth)).await,
-        "submissions/speech.ogg",
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    let mut reg = registry(&server, Some(&wesnoth)).await;
-    assert!(
-        reg.set_consent(set_consent(NORTHERNERS, pb::ConsentStatus::OptedOut))
-            .await
-            .is_ok()
-    );
-    let err = reg
-        .set_consent(set_consent(SECTOID, pb::ConsentStatus::OptedOut))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "another holder's work");
-    let err = reg
-        .get_work(pb::GetWorkRequest {
-            work_id: SECTOID.into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    let err = reg
-        .remove_work(pb::RemoveWorkRequest {
-            work_id: ARMYGEDDON.into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    let err = reg
+    // Denied calls changed nothing: the other holder's work keeps its one
+    // consent record, the denied registrations do not exist, and the audit log
+    // holds no entry by the screener's key.
+    let mut admin_reg = registry(&server, Some(&admin)).await;
+    let history = admin_reg
         .consent_history(pb::ConsentHistoryRequest {
             work_id: SECTOID.into(),
         })
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    let err = register(&mut reg, work_metadata("fof-new", FOF, None), SECTOID)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.code(),
-        Code::PermissionDenied,
-        "registering for another holder"
+        .unwrap()
+        .into_inner();
+    // The seed's opt-in, then the admin's row; never the rights holder's.
+    assert_eq!(history.records.len(), 2, "{history:?}");
+    assert!(
+        history
+            .records
+            .iter()
+            .all(|r| !r.asserted_by.contains(WESNOTH)),
+        "{history:?}"
     );
+    for denied in ["by-screener", "wesnoth-for-fof"] {
+        let err = admin_reg
+            .get_work(pb::GetWorkRequest {
+                work_id: denied.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{denied}");
+    }
+    let mut entries = admin_reg
+        .audit_log(pb::AuditLogRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let screener_id = screener
+        .trim_start_matches("emk_")
+        .split('_')
+        .next()
+        .unwrap()
+        .to_owned();
+    while let Some(e) = entries.next().await {
+        let e = e.unwrap();
+        assert!(!e.actor.contains(&screener_id), "{e:?}");
+    }
+
+    // A rights holder's listings are filtered to its own works.
+    let mut reg = registry(&server, Some(&wesnoth)).await;
     let listed = reg
         .list_works(pb::ListWorksRequest::default())
         .await
         .unwrap()
         .into_inner();
-    let mut holders: Vec<_> = listed.works.iter().map(|w| w.holder.as_str()).collect();
-    holders.dedup();
-    assert_eq!(holders, vec![WESNOTH]);
-    assert_eq!(listed.works.len(), 2);
+    let ids: Vec<_> = listed.works.iter().map(|w| w.work_id.as_str()).collect();
+    assert_eq!(ids, vec![HEROES, NORTHERNERS], "wesnoth-new was removed");
+    let mut entries = reg
+        .audit_log(pb::AuditLogRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(e) = entries.next().await {
+        let subject = e.unwrap().subject;
+        assert!(
+            [HEROES, NORTHERNERS].contains(&subject.as_str()),
+            "{subject}"
+        );
+    }
 
-    // The other holder can change its own work; the admin can do everything.
+    // The other holder can change its own work; the admin sees every work.
     let mut fof_reg = registry(&server, Some(&fof)).await;
     assert!(
         fof_reg
@@ -374,39 +559,12 @@ async fn every_auth_rule() {
             .await
             .is_ok()
     );
-    let mut admin_reg = registry(&server, Some(&admin)).await;
-    assert!(
-        admin_reg
-            .set_consent(set_consent(HEROES, pb::ConsentStatus::OptedIn))
-            .await
-            .is_ok()
-    );
-    assert_eq!(
-        admin_reg
-            .list_works(pb::ListWorksRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .works
-            .len(),
-        4
-    );
-    assert!(
-        admin_reg
-            .remove_work(pb::RemoveWorkRequest {
-                work_id: ARMYGEDDON.into()
-            })
-            .await
-            .is_ok()
-    );
-    assert!(
-        screen(
-            &mut screening(&server, Some(&admin)).await,
-            "submissions/speech.ogg"
-        )
+    let all = admin_reg
+        .list_works(pb::ListWorksRequest::default())
         .await
-        .is_ok()
-    );
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.works.len(), 4, "admin-for-fof was removed again");
     server.shutdown().await.unwrap();
 
     // Insecure dev mode: no key needed (and the audit log names the mode).

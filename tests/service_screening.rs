@@ -105,6 +105,30 @@ async fn verdicts_on_real_clips_and_fingerprints() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.get_details_precondition_failure().is_some());
 
+    // Prints whose anchor frames lie outside the declared length are refused
+    // (a far-away frame would make the matcher's histograms huge).
+    let mut hostile = fp.requests(pb::Scope::AiTraining, "");
+    if let Some(pb::screen_fingerprints_request::Part::Prints(b)) = &mut hostile[1].part {
+        b.t_frames[0] = u32::MAX;
+    }
+    let err = client
+        .screen_fingerprints(tokio_stream::iter(hostile))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let bad = err.get_details_bad_request().expect("BadRequest details");
+    assert_eq!(bad.field_violations[0].field, "prints.t_frames");
+    // A declared length over the duration limit is refused up front.
+    let mut long = fp.requests(pb::Scope::AiTraining, "");
+    if let Some(pb::screen_fingerprints_request::Part::Header(h)) = &mut long[0].part {
+        h.frames = u64::from(u32::MAX);
+    }
+    let err = client
+        .screen_fingerprints(tokio_stream::iter(long))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
     // Garbage bytes are INVALID_ARGUMENT with a reason, and the server carries on.
     let garbage: Vec<u8> = (0..20_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -117,8 +141,33 @@ async fn verdicts_on_real_clips_and_fingerprints() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(!reason(&err).is_empty());
+    assert!(
+        ["UNSUPPORTED_FORMAT", "UNDECODABLE_AUDIO", "EMPTY_AUDIO"].contains(&reason(&err).as_str()),
+        "{err:?}"
+    );
+    // The message names the input and says what is wrong with it.
+    assert!(err.message().contains("noise.mp3"), "{}", err.message());
+    assert!(
+        ["not a recognised audio format", "corrupt", "no audio"]
+            .iter()
+            .any(|m| err.message().contains(m)),
+        "{}",
+        err.message()
+    );
+    let bad = err.get_details_bad_request().expect("BadRequest details");
+    assert_eq!(bad.field_violations[0].field, "audio");
     assert!(err.get_details_request_info().is_some());
+    // Plain text is not audio either.
+    let err = screen_bytes(
+        &mut client,
+        metadata("notes.txt", pb::Scope::AiTraining),
+        b"these are my meeting notes, not an audio file at all",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(reason(&err), "UNSUPPORTED_FORMAT", "{err:?}");
+    assert!(err.message().contains("notes.txt"), "{}", err.message());
     let err = screen(&mut client, "formats/bad/truncated.ogg")
         .await
         .unwrap_err();
@@ -216,8 +265,9 @@ async fn limits_shedding_and_cancellation() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let shed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
+            let t0 = std::time::Instant::now();
             match screen(&mut client, "submissions/pitched.ogg").await {
-                Err(e) if e.code() == Code::ResourceExhausted => return e,
+                Err(e) if e.code() == Code::ResourceExhausted => return (e, t0.elapsed()),
                 Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                 Err(e) => panic!("unexpected {e:?}"),
             }
@@ -225,6 +275,10 @@ async fn limits_shedding_and_cancellation() {
     })
     .await
     .expect("second request shed");
+    // Refused at once (the held slot stays busy until we send its audio, so a
+    // queued request would still be waiting).
+    let (shed, took) = shed;
+    assert!(took < Duration::from_secs(1), "shedding took {took:?}");
     assert_eq!(reason(&shed), "OVERLOADED");
     assert!(shed.get_details_retry_info().is_some());
     assert!(
@@ -245,7 +299,58 @@ async fn limits_shedding_and_cancellation() {
     drop(tx);
     let r = slow.await.unwrap().unwrap().into_inner();
     assert_eq!(decision(&r), pb::Decision::Allow);
+    server.shutdown().await.unwrap();
 
+    // Per-connection limit: one call at a time per connection; a second call
+    // on the same connection is shed, another connection is served.
+    let mut cfg = config(&data);
+    insecure(&mut cfg);
+    cfg.limits.per_connection = 1;
+    let server = start(cfg).await;
+    let channel = earmark::service::client::connect(&url(&server), None)
+        .await
+        .unwrap();
+    let client_on = |channel: tonic::transport::Channel| {
+        earmark::service::client::screening(channel, None, CLIENT_MAX_MESSAGE).unwrap()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::ScreenRequest {
+        part: Some(pb::screen_request::Part::Metadata(metadata(
+            "held.ogg",
+            pb::Scope::AiTraining,
+        ))),
+    })
+    .await
+    .unwrap();
+    let mut holder = client_on(channel.clone());
+    let held = tokio::spawn(async move {
+        holder
+            .screen(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = std::time::Instant::now();
+    let err = screen(&mut client_on(channel.clone()), "submissions/pitched.ogg")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    let other = screen(
+        &mut screening(&server, None).await,
+        "submissions/pitched.ogg",
+    )
+    .await
+    .unwrap();
+    assert_eq!(decision(&other), pb::Decision::Allow);
+    tx.send(pb::ScreenRequest {
+        part: Some(pb::screen_request::Part::Chunk(read_audio(
+            "submissions/speech.ogg",
+        ))),
+    })
+    .await
+    .unwrap();
+    drop(tx);
+    assert!(held.await.unwrap().is_ok());
     server.shutdown().await.unwrap();
 }
 

@@ -189,9 +189,12 @@ impl ServiceError {
             }
             ServiceError::WorkNotFound(id) => Class::not_found(id),
             ServiceError::Stream(status) => match status.code() {
-                // gRPC reports an over-limit message as RESOURCE_EXHAUSTED.
-                Code::OutOfRange => Class::new(Code::ResourceExhausted, "MESSAGE_TOO_LARGE")
-                    .quota("message bytes", status.message().to_owned()),
+                // tonic reports a message over the decoding limit as OUT_OF_RANGE
+                // (RESOURCE_EXHAUSTED when decompressing); both are a size limit.
+                Code::OutOfRange | Code::ResourceExhausted => {
+                    Class::new(Code::ResourceExhausted, "MESSAGE_TOO_LARGE")
+                        .quota("message bytes", status.message().to_owned())
+                }
                 code => Class::new(code, "STREAM_ERROR"),
             },
             ServiceError::Engine(e) => classify_engine(e),

@@ -7,6 +7,7 @@
 //! | `earmark_grpc_load_shed_total` | counter | `method` |
 //! | `earmark_jobs_abandoned_total` | counter | |
 //! | `earmark_audio_seconds_screened_total` | counter | |
+//! | `earmark_audio_seconds_per_request` | summary | |
 //! | `earmark_verdicts_total` | counter | `decision` |
 //! | `earmark_index_works`, `earmark_index_postings`, `earmark_index_generation` | gauge | |
 //! | `earmark_ready` | gauge (0/1) | |
@@ -15,6 +16,7 @@
 //! call is a no-op.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
@@ -47,9 +49,19 @@ pub fn abandoned() {
     counter!("earmark_jobs_abandoned_total").increment(1);
 }
 
+/// Microseconds of audio screened since start; the counter exported in whole
+/// seconds follows it, rounded (`metrics` counters are integers, and rounding each
+/// request would drift: 1000 clips of 4.4 s are 4400 s, not 4000).
+static AUDIO_MICROS: AtomicU64 = AtomicU64::new(0);
+
 pub fn screened(audio_seconds: f64, decision: crate::policy::Decision) {
     if audio_seconds.is_finite() && audio_seconds > 0.0 {
-        counter!("earmark_audio_seconds_screened_total").increment(audio_seconds.round() as u64);
+        let micros = (audio_seconds * 1e6).round() as u64;
+        let before = AUDIO_MICROS.fetch_add(micros, Ordering::Relaxed);
+        // The exported total is the running total rounded to whole seconds.
+        let seconds = |us: u64| (us + 500_000) / 1_000_000;
+        let whole = seconds(before + micros) - seconds(before);
+        counter!("earmark_audio_seconds_screened_total").increment(whole);
         histogram!("earmark_audio_seconds_per_request").record(audio_seconds);
     }
     counter!("earmark_verdicts_total", "decision" => decision.as_str()).increment(1);

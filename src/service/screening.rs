@@ -291,7 +291,7 @@ async fn read_prints(
                 max: max_prints,
             });
         }
-        append_batch(&mut prints, &batch)?;
+        append_batch(&mut prints, &batch, frames)?;
     }
     Ok((
         submission,
@@ -303,8 +303,15 @@ async fn read_prints(
     ))
 }
 
-/// Checks one batch and appends its prints.
-fn append_batch(prints: &mut Vec<Print>, batch: &pb::PrintBatch) -> Result<(), ServiceError> {
+/// Checks one batch and appends its prints. Anchor frames must lie inside the
+/// declared `frames` (which the audio-duration limit bounds): the matcher's
+/// work grows with the span of query times, so an unchecked `t_frame` near
+/// `u32::MAX` would let one small request allocate gigabytes.
+fn append_batch(
+    prints: &mut Vec<Print>,
+    batch: &pb::PrintBatch,
+    frames: usize,
+) -> Result<(), ServiceError> {
     let n = batch.hashes.len();
     if batch.t_frames.len() != n || batch.f_half_bins.len() != n {
         return Err(ServiceError::invalid(
@@ -323,6 +330,12 @@ fn append_batch(prints: &mut Vec<Print>, batch: &pb::PrintBatch) -> Result<(), S
             return Err(ServiceError::invalid(
                 "prints.hashes",
                 format!("hash {hash:#x} has more than {HASH_BITS} bits"),
+            ));
+        }
+        if usize::try_from(t_frame).map_or(true, |t| t >= frames) {
+            return Err(ServiceError::invalid(
+                "prints.t_frames",
+                format!("anchor frame {t_frame} is not below header.frames ({frames})"),
             ));
         }
         let f_half_bins = u8::try_from(f).map_err(|_| {

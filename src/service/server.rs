@@ -38,6 +38,9 @@ use crate::policy::PolicyConfig;
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Default wait between attempts to open the data directory.
 pub const DEFAULT_OPEN_RETRY: Duration = Duration::from_secs(2);
+/// Longest wait at shutdown for CPU jobs whose callers have gone (they stop
+/// at their next cancellation check; a registry write in progress completes).
+pub const JOB_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Poll interval of [`ServerHandle::wait_ready`].
 const READY_POLL: Duration = Duration::from_millis(20);
 /// HTTP/2 keepalive ping interval (detects callers that vanished).
@@ -141,11 +144,25 @@ impl ServerHandle {
         self.wait().await
     }
 
-    /// Waits for the server to stop.
+    /// Waits for the server to stop: in-flight requests have finished, and so
+    /// have CPU jobs whose callers went away (at most [`JOB_DRAIN_TIMEOUT`]), so
+    /// no registration is cut off halfway when the process exits.
     pub async fn wait(self) -> Result<(), ServiceError> {
-        self.join
+        let served = self
+            .join
             .await
-            .map_err(|e| ServiceError::Internal(format!("server task failed: {e}")))?
+            .map_err(|e| ServiceError::Internal(format!("server task failed: {e}")))?;
+        let jobs = self.shared.jobs();
+        if jobs > 0 {
+            tracing::info!(jobs, "waiting for abandoned CPU jobs to finish");
+            if !self.shared.wait_idle(JOB_DRAIN_TIMEOUT).await {
+                tracing::warn!(
+                    jobs = self.shared.jobs(),
+                    "CPU jobs still running after the drain timeout"
+                );
+            }
+        }
+        served
     }
 }
 

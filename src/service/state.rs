@@ -13,7 +13,7 @@
 //!   the rest are shed with `RESOURCE_EXHAUSTED` instead of queueing forever.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -232,6 +232,8 @@ pub struct Shared {
     ready: OnceLock<Arc<Ready>>,
     pool: rayon::ThreadPool,
     gate: Arc<Semaphore>,
+    /// CPU jobs queued or running, including abandoned ones still finishing.
+    jobs: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -248,6 +250,7 @@ impl Shared {
             ready: OnceLock::new(),
             pool,
             gate,
+            jobs: Arc::default(),
         })
     }
 
@@ -267,6 +270,25 @@ impl Shared {
                 "the index and registry are still being opened and verified".into(),
             )
         })
+    }
+
+    /// CPU jobs queued or running (abandoned ones included).
+    pub fn jobs(&self) -> usize {
+        self.jobs.load(Ordering::Acquire)
+    }
+
+    /// Waits until no CPU job is queued or running, at most `timeout`; true
+    /// when idle. At shutdown this lets a job whose caller has gone (say, a
+    /// registration already writing) finish its write before the process exits.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let until = tokio::time::Instant::now() + timeout;
+        while self.jobs() > 0 {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(IDLE_POLL).await;
+        }
+        true
     }
 
     /// Admits one CPU job or sheds the request.
@@ -296,8 +318,24 @@ impl Shared {
             stats: Arc::clone(&self.stats),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let running = RunningJob::new(&self.jobs);
         self.pool.spawn(move || {
-            let result = cancel.check().and_then(|()| job(&cancel));
+            let _running = running;
+            // A panic (say, a decoder choking on hostile input) must fail this
+            // request, not abort the process (rayon aborts on unhandled panics).
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                cancel.check().and_then(|()| job(&cancel))
+            }))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(ServiceError::Internal(format!(
+                    "a CPU job panicked: {what}"
+                )))
+            });
             let _ = tx.send(result);
         });
         let result = rx
@@ -305,6 +343,25 @@ impl Shared {
             .map_err(|_| ServiceError::Internal("a CPU job ended without a result".into()))?;
         guard.armed = false;
         result
+    }
+}
+
+/// Poll interval of [`Shared::wait_idle`].
+const IDLE_POLL: Duration = Duration::from_millis(10);
+
+/// Counts a CPU job from submission until it has finished (or unwound).
+struct RunningJob(Arc<AtomicUsize>);
+
+impl RunningJob {
+    fn new(jobs: &Arc<AtomicUsize>) -> Self {
+        jobs.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(jobs))
+    }
+}
+
+impl Drop for RunningJob {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
