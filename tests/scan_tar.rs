@@ -277,7 +277,11 @@ fn shard_scan_resumes_after_a_kill() {
     for i in 0..SAMPLES {
         let (ext, data) = &audio_of[i % audio_of.len()];
         append(&mut b, &format!("k{i:04}.{ext}"), data);
-        append(&mut b, &format!("k{i:04}.json"), format!("{{\"i\": {i}}}").as_bytes());
+        append(
+            &mut b,
+            &format!("k{i:04}.json"),
+            format!("{{\"i\": {i}}}").as_bytes(),
+        );
     }
     b.finish().unwrap();
     drop(b);

@@ -410,7 +410,9 @@ pub fn run_scan(
             (None, Some(r)) => r.policy().map_or(0, |p| p.index_generation),
             (None, None) => 0,
         },
-        registered_works: local.as_ref().map_or(0, |(index, _)| index.live_work_count()),
+        registered_works: local
+            .as_ref()
+            .map_or(0, |(index, _)| index.live_work_count()),
         remote: options.remote.as_ref().map(|r| {
             r.policy().unwrap_or_else(|| remote::RemotePolicy {
                 url: r.url().to_owned(),

@@ -235,7 +235,14 @@ fn decode_parts(item: &mut Item, ctx: &ScreenContext<'_>) -> Result<Vec<Part>, F
             };
             let (fingerprint, info) = engine::fingerprint_file(path, &ctx.limits, Side::Query)
                 .map_err(|e| e.to_string())?;
-            let found = find(ctx, fingerprint, info.duration_s, &item.id, sha256.as_deref(), None)?;
+            let found = find(
+                ctx,
+                fingerprint,
+                info.duration_s,
+                &item.id,
+                sha256.as_deref(),
+                None,
+            )?;
             Ok(vec![Part {
                 member: None,
                 duration_s: info.duration_s,

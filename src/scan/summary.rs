@@ -278,7 +278,9 @@ impl SummaryBuilder {
                 audio_hours_screened: round(self.run_seconds / SECONDS_PER_HOUR),
                 items_per_s: round(self.run_items as f64 / wall_s),
                 realtime_factor: round(self.run_seconds / wall_s),
-                audio_hours_per_minute: round(self.run_seconds / SECONDS_PER_HOUR / (wall_s / 60.0)),
+                audio_hours_per_minute: round(
+                    self.run_seconds / SECONDS_PER_HOUR / (wall_s / 60.0),
+                ),
             },
             policy_version: meta.policy_version,
             policy: meta.policy,
