@@ -44,7 +44,7 @@ pub struct ConnArgs {
 }
 
 impl ConnArgs {
-    fn tls(&self) -> Result<Option<ClientTls>> {
+    pub(crate) fn tls(&self) -> Result<Option<ClientTls>> {
         if self.tls_ca.is_none() && self.tls_client_cert.is_none() {
             return Ok(None);
         }
@@ -90,7 +90,7 @@ pub struct RemoteArgs {
 }
 
 /// `http://` added to a bare `host:port`.
-fn normalise_url(addr: &str) -> String {
+pub(crate) fn normalise_url(addr: &str) -> String {
     if addr.contains("://") {
         addr.to_owned()
     } else {
@@ -191,6 +191,10 @@ pub enum BenchCmd {
     /// Load-test a running server with concurrent Screen calls and report
     /// requests/s, audio seconds/s and latency percentiles.
     Serve(BenchServeArgs),
+    /// Decode audio files alone (no fingerprinting, no matching) with the
+    /// decoder `scan` uses, and report audio-hours per minute: the baseline
+    /// scan throughput is compared against.
+    Decode(super::scan::BenchDecodeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -331,7 +335,10 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 /// `bench serve`: exit 0 with zero errors, 2 otherwise.
 pub fn run_bench(cmd: &BenchCmd) -> Result<u8> {
-    let BenchCmd::Serve(args) = cmd;
+    let args = match cmd {
+        BenchCmd::Serve(args) => args,
+        BenchCmd::Decode(args) => return super::scan::run_bench_decode(args),
+    };
     if args.concurrency == 0 || !(args.duration.is_finite() && args.duration > 0.0) {
         bail!("--concurrency and --duration must be positive");
     }

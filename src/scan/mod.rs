@@ -33,6 +33,7 @@ pub mod input;
 pub mod item;
 pub mod output;
 pub mod pipeline;
+pub mod remote;
 pub mod report;
 pub mod screen;
 pub mod sniff;
@@ -101,6 +102,8 @@ pub struct ScanOptions {
     pub input: InputOptions,
     /// Compute `content_sha256` for every item.
     pub hash_content: bool,
+    /// Screen through this server instead of the local data directory.
+    pub remote: Option<std::sync::Arc<remote::RemoteScreener>>,
 }
 
 impl ScanOptions {
@@ -123,6 +126,7 @@ impl ScanOptions {
                 ..InputOptions::default()
             },
             hash_content: true,
+            remote: None,
         }
     }
 }
@@ -174,6 +178,7 @@ fn command_identity(options: &ScanOptions, inputs: &[InputSpec]) -> serde_json::
         "policy": options.policy,
         "matcher": options.matcher,
         "hash_content": options.hash_content,
+        "remote": options.remote.as_ref().map(|r| r.url().to_owned()),
         "max_member_bytes": options.input.max_member_bytes,
         "limits": [options.limits.max_bytes, options.limits.max_duration_s.to_bits(), options.limits.max_channels as u64],
     })
@@ -230,10 +235,7 @@ fn estimate_total(inputs: &[InputSpec]) -> Option<u64> {
                 .filter_map(Result::ok)
                 .filter(|e| {
                     e.file_type().is_file()
-                        && e.path()
-                            .extension()
-                            .and_then(|x| x.to_str())
-                            .is_some_and(sniff::has_audio_extension)
+                        && input::folder::is_audio_file(e.path()).unwrap_or(true)
                 })
                 .count() as u64,
             InputKind::Jsonl { .. } | InputKind::Csv { .. } => {
@@ -301,11 +303,17 @@ pub fn run_scan(
     let identity = command_identity(options, &inputs);
     let resuming = options.resume && options.report.exists();
     let mut outputs = output::Outputs::plan(&options.outputs, &inputs, resuming)?;
-    let index = data.open_index()?;
-    let registry = data.open_registry()?;
-    if index.live_work_count() == 0 {
-        tracing::warn!(data = %data.root.display(), "the index holds no works: every item will be allowed");
-    }
+    let local = match &options.remote {
+        Some(_) => None,
+        None => {
+            let index = data.open_index()?;
+            let registry = data.open_registry()?;
+            if index.live_work_count() == 0 {
+                tracing::warn!(data = %data.root.display(), "the index holds no works: every item will be allowed");
+            }
+            Some((index, registry))
+        }
+    };
     let replay_rows = prepare_report(options, &identity)?;
     let replay = if replay_rows > 0 {
         Some(report::RowReader::open(
@@ -322,9 +330,17 @@ pub fn run_scan(
     } else {
         options.jobs
     };
+    let backend = match (&local, &options.remote) {
+        (Some((index, registry)), _) => screen::Backend::Local { index, registry },
+        (None, Some(remote)) => screen::Backend::Remote(remote),
+        (None, None) => {
+            return Err(ScanError::Fatal {
+                reason: "no index and no remote server".into(),
+            });
+        }
+    };
     let ctx = ScreenContext {
-        index: &index,
-        registry: &registry,
+        backend,
         limits: options.limits,
         matcher: options.matcher,
         policy: options.policy.clone(),
@@ -367,6 +383,7 @@ pub fn run_scan(
                     progress.item_done(&row, true);
                     Ok(())
                 }
+                Done::Fatal(e) => Err(e),
             }
         };
         pipeline::run(&inputs, &options.input, replay, &ctx, config, &mut sink)
@@ -388,8 +405,20 @@ pub fn run_scan(
         consent_evaluated_at: crate::registry::model::normalize_time(started_at),
         policy_version: POLICY_VERSION.to_owned(),
         policy: options.policy.clone(),
-        index_generation: index.generation(),
-        registered_works: index.live_work_count(),
+        index_generation: match (&local, &options.remote) {
+            (Some((index, _)), _) => index.generation(),
+            (None, Some(r)) => r.policy().map_or(0, |p| p.index_generation),
+            (None, None) => 0,
+        },
+        registered_works: local
+            .as_ref()
+            .map_or(0, |(index, _)| index.live_work_count()),
+        remote: options.remote.as_ref().map(|r| {
+            r.policy().unwrap_or_else(|| remote::RemotePolicy {
+                url: r.url().to_owned(),
+                ..remote::RemotePolicy::default()
+            })
+        }),
     };
     let summary = summary.finish(meta, started.elapsed(), jobs);
     if let Some(path) = &options.summary {

@@ -41,6 +41,8 @@ pub enum Done {
     Replayed { item: Item, row: ReportRow },
     /// An input boundary.
     Boundary(Event),
+    /// The scan cannot go on from this item (the sink stops there).
+    Fatal(ScanError),
 }
 
 enum Work {
@@ -177,10 +179,10 @@ impl Source<'_> {
 
 fn process(work: Work, ctx: &ScreenContext<'_>) -> Done {
     match work {
-        Work::Screen(mut item) => {
-            let row = screen(&mut item, ctx);
-            Done::Screened { item, row }
-        }
+        Work::Screen(mut item) => match screen(&mut item, ctx) {
+            Ok(row) => Done::Screened { item, row },
+            Err(e) => Done::Fatal(e),
+        },
         Work::Replay(item, row) => Done::Replayed { item, row },
         Work::Boundary(event) => Done::Boundary(event),
     }

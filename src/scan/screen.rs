@@ -5,12 +5,14 @@
 use sha2::Digest;
 use time::OffsetDateTime;
 
+use super::error::ScanError;
 use super::item::{Item, Member, Payload};
+use super::remote::{RemoteScreener, RemoteVerdict};
 use super::report::{ReportMatch, ReportRow, RowVerdict};
 use super::sniff;
 use crate::decode::DecodeLimits;
 use crate::engine;
-use crate::fingerprint::Side;
+use crate::fingerprint::{Fingerprint, Side};
 use crate::index::Index;
 use crate::matcher::{self, Match, MatcherConfig};
 use crate::policy::{self, MatchEvidence, PolicyConfig, VerdictContext};
@@ -19,10 +21,20 @@ use crate::registry::{Registry, Scope};
 /// Resolution of reported durations (seconds).
 const DURATION_RESOLUTION: f64 = 1000.0;
 
+/// Where matching and the verdict happen.
+pub enum Backend<'a> {
+    /// This machine's index and registry.
+    Local {
+        index: &'a Index,
+        registry: &'a Registry,
+    },
+    /// A screening server (`--remote`); fingerprints are computed here.
+    Remote(&'a RemoteScreener),
+}
+
 /// Everything a worker needs, shared read-only by all workers.
 pub struct ScreenContext<'a> {
-    pub index: &'a Index,
-    pub registry: &'a Registry,
+    pub backend: Backend<'a>,
     pub limits: DecodeLimits,
     pub matcher: MatcherConfig,
     pub policy: PolicyConfig,
@@ -35,20 +47,43 @@ pub struct ScreenContext<'a> {
     pub keep_payload: bool,
 }
 
+/// What one audio part of an item led to.
+enum Found {
+    /// Matches against the local index (the verdict is made per item).
+    Matches(Vec<Match>),
+    /// The server's verdict on this part.
+    Verdict(RemoteVerdict),
+}
+
 /// What decoding found in one audio part of an item.
 struct Part {
     member: Option<String>,
     duration_s: f64,
     sha256: Option<String>,
-    matches: Vec<Match>,
+    found: Found,
+}
+
+/// Why an item has no row yet.
+enum Failure {
+    /// The item cannot be screened: an `error` row.
+    Item(String),
+    /// The scan cannot go on (the screening server is unusable).
+    Fatal(ScanError),
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Failure::Item(reason)
+    }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// Screens one item and returns its report row.
-pub fn screen(item: &mut Item, ctx: &ScreenContext<'_>) -> ReportRow {
+/// Screens one item and returns its report row; `Err` only when the scan
+/// cannot go on (a remote server that cannot be used).
+pub fn screen(item: &mut Item, ctx: &ScreenContext<'_>) -> Result<ReportRow, ScanError> {
     let mut row = ReportRow {
         item: item.id.clone(),
         source: item.source.clone(),
@@ -63,34 +98,52 @@ pub fn screen(item: &mut Item, ctx: &ScreenContext<'_>) -> ReportRow {
     };
     let parts = match decode_parts(item, ctx) {
         Ok(parts) => parts,
-        Err(reason) => {
+        Err(Failure::Fatal(e)) => return Err(e),
+        Err(Failure::Item(reason)) => {
             row.reasons = vec![format!("not screened: {reason}")];
             row.error = Some(reason);
-            return row;
+            return Ok(row);
         }
     };
     let duration: f64 = parts.iter().map(|p| p.duration_s).sum();
     row.duration_s = Some((duration * DURATION_RESOLUTION).round() / DURATION_RESOLUTION);
     row.content_sha256 = combined_sha(&parts);
-    let members: Vec<Option<String>> = parts
-        .iter()
-        .flat_map(|p| p.matches.iter().map(|_| p.member.clone()))
-        .collect();
-    let matches: Vec<Match> = parts.into_iter().flat_map(|p| p.matches).collect();
+    match &ctx.backend {
+        Backend::Local { index, registry } => local_verdict(&mut row, parts, index, registry, ctx),
+        Backend::Remote(_) => remote_verdict(&mut row, parts),
+    }
+    Ok(row)
+}
+
+fn local_verdict(
+    row: &mut ReportRow,
+    parts: Vec<Part>,
+    index: &Index,
+    registry: &Registry,
+    ctx: &ScreenContext<'_>,
+) {
+    let mut members: Vec<Option<String>> = Vec::new();
+    let mut matches: Vec<Match> = Vec::new();
+    for part in parts {
+        if let Found::Matches(found) = part.found {
+            members.extend(found.iter().map(|_| part.member.clone()));
+            matches.extend(found);
+        }
+    }
     let context = VerdictContext {
         submission_id: row
             .content_sha256
             .clone()
             .unwrap_or_else(|| row.item.clone()),
         submission_name: row.item.clone(),
-        index_generation: ctx.index.generation(),
+        index_generation: index.generation(),
         engine_version: crate::ENGINE_VERSION.to_owned(),
     };
     match policy::decide(
         &matches,
         ctx.purpose,
         ctx.at,
-        ctx.registry,
+        registry,
         &ctx.policy,
         context,
     ) {
@@ -109,7 +162,27 @@ pub fn screen(item: &mut Item, ctx: &ScreenContext<'_>) -> ReportRow {
             row.reasons = vec!["not screened: the verdict could not be made".into()];
         }
     }
-    row
+}
+
+/// The server decided per audio part: the item gets the strictest decision
+/// (block over flag over allow) and every part's reasons and matches.
+fn remote_verdict(row: &mut ReportRow, parts: Vec<Part>) {
+    let several = parts.len() > 1;
+    let mut decision = RowVerdict::Allow;
+    for part in parts {
+        let Found::Verdict(verdict) = part.found else {
+            continue;
+        };
+        decision = decision.max(verdict.decision);
+        let prefix = match (&part.member, several) {
+            (Some(member), true) => format!("{member}: "),
+            _ => String::new(),
+        };
+        row.reasons
+            .extend(verdict.reasons.into_iter().map(|r| format!("{prefix}{r}")));
+        row.matches.extend(verdict.matches);
+    }
+    row.verdict = decision;
 }
 
 fn report_match(e: &MatchEvidence, member: Option<String>) -> ReportMatch {
@@ -151,22 +224,30 @@ fn combined_sha(parts: &[Part]) -> Option<String> {
     }
 }
 
-fn decode_parts(item: &mut Item, ctx: &ScreenContext<'_>) -> Result<Vec<Part>, String> {
+fn decode_parts(item: &mut Item, ctx: &ScreenContext<'_>) -> Result<Vec<Part>, Failure> {
     match &mut item.payload {
-        Payload::Failed(reason) => Err(reason.clone()),
+        Payload::Failed(reason) => Err(Failure::Item(reason.clone())),
         Payload::File(path) => {
             let sha256 = if ctx.hash_content {
                 Some(engine::sha256_file(path).map_err(|e| e.to_string())?)
             } else {
                 None
             };
-            let found = engine::identify_file(ctx.index, path, &ctx.limits, &ctx.matcher)
+            let (fingerprint, info) = engine::fingerprint_file(path, &ctx.limits, Side::Query)
                 .map_err(|e| e.to_string())?;
+            let found = find(
+                ctx,
+                fingerprint,
+                info.duration_s,
+                &item.id,
+                sha256.as_deref(),
+                None,
+            )?;
             Ok(vec![Part {
                 member: None,
-                duration_s: found.duration_s,
+                duration_s: info.duration_s,
                 sha256,
-                matches: found.matches,
+                found,
             }])
         }
         Payload::Bytes { name, data } => {
@@ -181,15 +262,15 @@ fn decode_parts(item: &mut Item, ctx: &ScreenContext<'_>) -> Result<Vec<Part>, S
         Payload::Sample(members) => {
             let audio: Vec<&mut Member> = members.iter_mut().filter(|m| is_audio(m)).collect();
             if audio.is_empty() {
-                return Err("the sample has no audio member".into());
+                return Err(Failure::Item("the sample has no audio member".into()));
             }
             let mut parts = Vec::with_capacity(audio.len());
             for member in audio {
                 let Some(data) = member.data.as_mut() else {
-                    return Err(format!(
+                    return Err(Failure::Item(format!(
                         "{}: {} bytes is too large to screen in memory",
                         member.name, member.size
-                    ));
+                    )));
                 };
                 let data = take_or_clone(data, ctx.keep_payload);
                 let ext = member.suffix.rsplit('.').next().map(str::to_owned);
@@ -233,14 +314,54 @@ fn decode_bytes(
     ext: Option<&str>,
     member: Option<String>,
     ctx: &ScreenContext<'_>,
-) -> Result<Part, String> {
+) -> Result<Part, Failure> {
     let sha256 = ctx.hash_content.then(|| sha256_hex(&data));
     let (fingerprint, info) = engine::fingerprint_bytes(data, name, ext, &ctx.limits, Side::Query)
         .map_err(|e| e.to_string())?;
+    let found = find(
+        ctx,
+        fingerprint,
+        info.duration_s,
+        name,
+        sha256.as_deref(),
+        member.as_deref(),
+    )?;
     Ok(Part {
         member,
         duration_s: info.duration_s,
         sha256,
-        matches: matcher::find_matches(ctx.index, &fingerprint, &ctx.matcher),
+        found,
     })
+}
+
+/// Matches a fingerprint locally, or has the server screen it.
+fn find(
+    ctx: &ScreenContext<'_>,
+    fingerprint: Fingerprint,
+    duration_s: f64,
+    name: &str,
+    sha256: Option<&str>,
+    member: Option<&str>,
+) -> Result<Found, Failure> {
+    match &ctx.backend {
+        Backend::Local { index, .. } => Ok(Found::Matches(matcher::find_matches(
+            index,
+            &fingerprint,
+            &ctx.matcher,
+        ))),
+        Backend::Remote(remote) => {
+            let submission_id = sha256.map(|s| format!("sha256:{s}"));
+            match remote.screen(
+                fingerprint,
+                duration_s,
+                name,
+                submission_id.as_deref(),
+                member,
+            ) {
+                Ok(Ok(verdict)) => Ok(Found::Verdict(verdict)),
+                Ok(Err(reason)) => Err(Failure::Item(reason)),
+                Err(fatal) => Err(Failure::Fatal(fatal)),
+            }
+        }
+    }
 }

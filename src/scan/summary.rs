@@ -61,6 +61,8 @@ pub struct Throughput {
     pub items_per_s: f64,
     /// Seconds of audio screened per second of wall time.
     pub realtime_factor: f64,
+    /// Hours of audio screened per minute of wall time.
+    pub audio_hours_per_minute: f64,
 }
 
 /// Input as reported in the summary.
@@ -98,8 +100,13 @@ pub struct ScanSummary {
     pub policy_version: String,
     pub policy: PolicyConfig,
     pub index_generation: u64,
+    /// Works in the local index (0 when screened through a server).
     pub registered_works: usize,
     pub engine_version: String,
+    /// The screening server and the policy it applied (`--remote`); the
+    /// local `policy` above is then not the one that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<super::remote::RemotePolicy>,
     pub exit_code: u8,
 }
 
@@ -271,12 +278,16 @@ impl SummaryBuilder {
                 audio_hours_screened: round(self.run_seconds / SECONDS_PER_HOUR),
                 items_per_s: round(self.run_items as f64 / wall_s),
                 realtime_factor: round(self.run_seconds / wall_s),
+                audio_hours_per_minute: round(
+                    self.run_seconds / SECONDS_PER_HOUR / (wall_s / 60.0),
+                ),
             },
             policy_version: meta.policy_version,
             policy: meta.policy,
             index_generation: meta.index_generation,
             registered_works: meta.registered_works,
             engine_version: crate::ENGINE_VERSION.to_owned(),
+            remote: meta.remote,
             exit_code,
         }
     }
@@ -295,6 +306,7 @@ pub struct SummaryMeta {
     pub policy: PolicyConfig,
     pub index_generation: u64,
     pub registered_works: usize,
+    pub remote: Option<super::remote::RemotePolicy>,
 }
 
 fn hours(h: f64) -> String {
@@ -311,6 +323,13 @@ impl ScanSummary {
         let mut out = String::new();
         let v = &self.verdicts;
         let _ = writeln!(out, "earmark scan — purpose {}", self.purpose);
+        if let Some(r) = &self.remote {
+            let _ = writeln!(
+                out,
+                "  screened by {} (index generation {}, unknown consent: {})",
+                r.url, r.index_generation, r.unknown_consent
+            );
+        }
         let _ = writeln!(
             out,
             "  items     {:>9}  {:>10}",
@@ -355,8 +374,9 @@ impl ScanSummary {
         let t = &self.throughput;
         let _ = writeln!(
             out,
-            "  throughput {:.1} items/s, {:.1}× real time ({} items in {:.1} s, {} jobs{})",
+            "  throughput {:.1} items/s, {:.2} audio-h/min, {:.1}× real time ({} items in {:.1} s, {} jobs{})",
             t.items_per_s,
+            t.audio_hours_per_minute,
             t.realtime_factor,
             t.items_screened,
             t.wall_s,

@@ -109,7 +109,7 @@ pub fn emit_single(input: usize, path: &Path, emit: &mut Emit<'_>) -> Result<(),
 
 /// Audio by content or by extension; `Err` if the file cannot be read (it is
 /// then reported, since it might be audio).
-fn is_audio_file(path: &Path) -> Result<bool, String> {
+pub fn is_audio_file(path: &Path) -> Result<bool, String> {
     let by_extension = path
         .extension()
         .and_then(|e| e.to_str())

@@ -15,6 +15,9 @@ use super::{Sink, partial_path, publish};
 use crate::scan::error::ScanError;
 use crate::scan::item::{Carry, Item};
 
+/// Buffered bytes after which a row group is written out.
+const ROW_GROUP_BYTES: usize = 64 << 20;
+
 pub struct ParquetSink {
     target: PathBuf,
     partial: PathBuf,
@@ -55,7 +58,14 @@ impl ParquetSink {
             .map_err(|e| self.parquet_err(e))?;
         self.writer
             .write(&filtered)
-            .map_err(|e| self.parquet_err(e))
+            .map_err(|e| self.parquet_err(e))?;
+        // The writer buffers a whole row group in memory (by default up to a
+        // million rows, i.e. the whole file with audio bytes): close row
+        // groups by size instead, so memory stays bounded.
+        if self.writer.in_progress_size() >= ROW_GROUP_BYTES {
+            self.writer.flush().map_err(|e| self.parquet_err(e))?;
+        }
+        Ok(())
     }
 }
 
