@@ -254,7 +254,7 @@ impl<'a> PeakCheck<'a> {
         index: &Index,
         work_ref: WorkRef,
         segment: &Segment,
-        mut explained: Option<&mut Vec<usize>>,
+        explained: Option<&mut Vec<usize>>,
     ) -> PeakEvidence {
         let margin = VERIFY_MARGIN_S * FRAMES_PER_SECOND;
         let tq_lo = (segment.tq_start - margin).max(0.0);
@@ -270,7 +270,7 @@ impl<'a> PeakCheck<'a> {
             self.ref_peaks,
         );
         let pitch = segment.pitch_half_bins.round() as i32;
-        let mut count = |shift: i64, mut explained: Option<&mut Vec<usize>>| -> (u32, u32) {
+        let count = |shift: i64, mut explained: Option<&mut Vec<usize>>| -> (u32, u32) {
             let (lo, hi) = (tr_lo + shift as f64, tr_hi + shift as f64);
             let (mut checked, mut found) = (0, 0);
             for p in self.ref_peaks.iter() {
@@ -290,7 +290,7 @@ impl<'a> PeakCheck<'a> {
             }
             (checked, found)
         };
-        let (checked, found) = count(0, explained.as_deref_mut());
+        let (checked, found) = count(0, explained);
         let chance_total: f64 = CHANCE_SHIFTS_FRAMES
             .iter()
             .map(|&shift| {
