@@ -260,7 +260,11 @@ impl<'a> PeakCheck<'a> {
         let tq_lo = (segment.tq_start - margin).max(0.0);
         let tq_hi = segment.tq_end + margin;
         let ref_at = |tq: f64| segment.slope * tq + segment.intercept;
-        let widest = CHANCE_SHIFTS_FRAMES.iter().map(|s| s.abs()).max().unwrap_or(0) as f64;
+        let widest = CHANCE_SHIFTS_FRAMES
+            .iter()
+            .map(|s| s.abs())
+            .max()
+            .unwrap_or(0) as f64;
         let (tr_lo, tr_hi) = (ref_at(tq_lo), ref_at(tq_hi));
         self.ref_peaks.clear();
         index.work_peaks(

@@ -227,6 +227,60 @@ fn bad_identifiers_are_rejected_with_reasons() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("invalid ISRC 'XX-ABC-12-1234'"), "{err}");
+    // Missing and corrupt reference audio: one clear line naming the file.
+    let missing = data.join("missing.ogg");
+    let corrupt = audio("formats/bad/text.wav");
+    for (path, why) in [
+        (missing.as_path(), "cannot read: No such file or directory"),
+        (corrupt.as_path(), "not a recognised audio format"),
+    ] {
+        let (code, _, err) = run(data, &["works", "add", path.to_str().unwrap(), "--id", "w"]);
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&format!("{}: {why}", path.display())), "{err}");
+        assert!(err.matches("No such file").count() <= 1, "{err}");
+    }
+    // Unknown work ids and bad dates.
+    for (args, why) in [
+        (
+            &[
+                "consent",
+                "set",
+                "ghost",
+                "--scope",
+                "ai-training",
+                "--status",
+                "opted-out",
+            ][..],
+            "work 'ghost' is not registered",
+        ),
+        (
+            &["works", "remove", "ghost"][..],
+            "work 'ghost' is not registered",
+        ),
+        (
+            &["consent", "history", "ghost"][..],
+            "work 'ghost' is not registered",
+        ),
+        (
+            &[
+                "consent",
+                "set",
+                "ghost",
+                "--scope",
+                "ai-training",
+                "--status",
+                "opted-out",
+                "--from",
+                "2026-02-30",
+            ][..],
+            "invalid timestamp '2026-02-30'",
+        ),
+    ] {
+        let (code, _, err) = run(data, args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
     // Nothing was registered, in either store.
     assert_eq!(registry_count(data), 0);
     assert_eq!(live_indexed(data), 0);
@@ -246,7 +300,7 @@ fn identify_with_purpose_blocks_allows_and_flags() {
     assert_eq!(v["evidence"][0]["work_id"], HEROES);
     assert_eq!(v["evidence"][0]["consent"], "opted-out");
     assert!(v["evidence"][0]["deciding_record"]["id"].is_i64());
-    assert_eq!(v["policy_version"], "earmark-policy/1");
+    assert_eq!(v["policy_version"], "earmark-policy/2");
     assert_eq!(v["engine_version"], env!("CARGO_PKG_VERSION"));
     assert!(v["index_generation"].as_u64().unwrap() >= 4);
     assert!(
@@ -301,6 +355,23 @@ fn identify_with_purpose_blocks_allows_and_flags() {
     assert_eq!(code, 0);
     assert_eq!(v["decision"], "allow");
 
+    // A second submission with the opted-in work: per-work totals add up.
+    let pitched = audio("submissions/pitched.ogg");
+    let (code, out, err) = run(
+        data,
+        &[
+            "identify",
+            "--purpose",
+            "ai-training",
+            "--submission-id",
+            "batch-2/clip-7",
+            pitched.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("recorded in the ledger"), "{out}");
+    ledger_export_gives_per_work_totals(data, sectoid["seconds"].as_f64().unwrap());
+
     // No match → allow; human output shows the verdict and its reasons.
     let (code, v) = screen(data, "submissions/unrelated.ogg", &[]);
     assert_eq!((code, v["decision"].as_str()), (0, Some("allow")));
@@ -353,6 +424,100 @@ fn identify_with_purpose_blocks_allows_and_flags() {
     );
     assert_eq!(code, 2);
     assert!(json(out.trim())["verdict"].is_null());
+}
+
+/// `ledger export` over periods, after SECTOID was attributed twice
+/// (`one_submission` seconds each) and ARMYGEDDON once.
+fn ledger_export_gives_per_work_totals(data: &Path, one_submission: f64) {
+    let csv = run_ok(
+        data,
+        &[
+            "ledger",
+            "export",
+            "--format",
+            "csv",
+            "--from",
+            "2000-01-01",
+            "--until",
+            "2999-01-01",
+        ],
+    );
+    let lines: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        lines[0],
+        [
+            "period_from",
+            "period_until",
+            "work_id",
+            "title",
+            "isrc",
+            "iswc",
+            "holder",
+            "holder_isni",
+            "seconds",
+            "attributions",
+            "submissions",
+            "first_at",
+            "last_at"
+        ]
+    );
+    assert_eq!(lines.len(), 3, "header + one line per work:\n{csv}");
+    let works: Vec<&str> = lines[1..].iter().map(|l| l[2]).collect();
+    assert_eq!(works, [ARMYGEDDON, SECTOID], "{csv}");
+    let sectoid = &lines[2];
+    assert_eq!(
+        (sectoid[0], sectoid[1]),
+        ("2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z")
+    );
+    assert_eq!(sectoid[6], "Rock Holder Ltd");
+    assert_eq!((sectoid[9], sectoid[10]), ("2", "2"), "{csv}");
+    let seconds: f64 = sectoid[8].parse().unwrap();
+    assert!(
+        (seconds - 2.0 * one_submission).abs() < 0.01,
+        "{seconds} vs 2 x {one_submission}"
+    );
+    // A period before everything: a valid, empty statement.
+    let empty = run_ok(
+        data,
+        &[
+            "ledger",
+            "export",
+            "--format",
+            "csv",
+            "--until",
+            "2000-01-01",
+        ],
+    );
+    assert_eq!(empty.lines().count(), 1, "{empty}");
+    let empty = run_ok(
+        data,
+        &[
+            "ledger",
+            "export",
+            "--format",
+            "jsonl",
+            "--from",
+            "2999-01-01",
+        ],
+    );
+    assert_eq!(empty, "");
+    // Bad periods are errors naming the input.
+    let (code, _, err) = run(
+        data,
+        &[
+            "ledger",
+            "export",
+            "--from",
+            "2026-02-01",
+            "--until",
+            "2026-01-01",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("--until must be later than --from"), "{err}");
+    let (code, _, err) = run(data, &["ledger", "export", "--from", "2026-13-01"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid timestamp '2026-13-01'"), "{err}");
 }
 
 #[test]
@@ -576,6 +741,21 @@ fn kill_during_import_leaves_consistent_catalog() {
         .map(|w| w["id"].as_str().unwrap())
         .collect();
     assert!(listed.len() < ROWS, "killed import registered everything");
+    // ... and fingerprints without a registry entry can only be those of the
+    // batch being registered at the kill; they are never reported (below).
+    let orphans = verify
+        .lines()
+        .find_map(|l| leading_count(l, "fingerprint set(s) without a registry entry"))
+        .unwrap_or(0);
+    assert!(
+        orphans <= 3,
+        "{orphans} orphaned fingerprint sets: {verify}"
+    );
+    assert_eq!(
+        live_indexed(data),
+        (listed.len() + orphans) as u64,
+        "{verify}"
+    );
     // ... and a registered work is found by identify.
     assert!(listed.contains(&"w00"), "{listed:?}");
     let excerpt = audio("submissions/excerpt-mp3.mp3");
@@ -641,4 +821,71 @@ fn audit_verify_detects_tampering() {
     let (code, out, _) = run(data, &["audit", "verify", "--json"]);
     assert_eq!(code, 2);
     assert_eq!(json(&out)["problems"][0]["seq"], 3);
+
+    // Undo the edit: intact again.
+    conn_exec(
+        data,
+        "UPDATE audit_log SET details = replace(details, '\"status\":\"opted-out\"', '\"status\":\"opted-in\"') WHERE seq = 3;",
+    );
+    let out = run_ok(data, &["audit", "verify"]);
+    assert!(out.starts_with("audit log OK: 3 entries"), "{out}");
+
+    // Remove an entry from the middle.
+    conn_exec(
+        data,
+        "DROP TRIGGER audit_log_no_delete;
+         CREATE TABLE saved AS SELECT * FROM audit_log WHERE seq = 2;
+         DELETE FROM audit_log WHERE seq = 2;",
+    );
+    let (code, out, _) = run(data, &["audit", "verify"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("seq 2: entries 2..=2 are missing (removed)"),
+        "{out}"
+    );
+    conn_exec(
+        data,
+        "INSERT INTO audit_log SELECT * FROM saved; DROP TABLE saved;",
+    );
+    run_ok(data, &["audit", "verify"]);
+
+    // Reorder: entries 2 and 3 swap places.
+    conn_exec(
+        data,
+        "UPDATE audit_log SET seq = -1 WHERE seq = 2;
+         UPDATE audit_log SET seq = 2 WHERE seq = 3;
+         UPDATE audit_log SET seq = 3 WHERE seq = -1;",
+    );
+    let (code, out, _) = run(data, &["audit", "verify", "--json"]);
+    assert_eq!(code, 2, "{out}");
+    let report = json(&out);
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems[0]["seq"], 2, "{out}");
+    assert!(
+        problems.iter().all(|p| p["seq"] == 2 || p["seq"] == 3),
+        "{out}"
+    );
+    let (_, human, _) = run(data, &["audit", "verify"]);
+    assert!(
+        human.contains(
+            "seq 2: entry 2 (consent-recorded of 'wesnoth-heroes-rite') does not match its hash"
+        ),
+        "{human}"
+    );
+}
+
+/// The count in front of `marker` in a line such as "2 fingerprint set(s) without …".
+fn leading_count(line: &str, marker: &str) -> Option<usize> {
+    let (count, rest) = line.split_once(' ')?;
+    if rest.starts_with(marker) {
+        count.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Runs SQL on the registry behind earmark's back.
+fn conn_exec(data: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(data.join("registry.sqlite")).unwrap();
+    conn.execute_batch(sql).unwrap();
 }

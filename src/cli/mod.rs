@@ -221,10 +221,28 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("earmark: error: {err:#}");
+            eprintln!("earmark: error: {}", error_chain(&err));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// `err` and its causes joined with ": ", skipping a cause whose text is
+/// already in the message (library errors embed their source's text, so
+/// `{err:#}` would print it twice).
+pub(crate) fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn init_logging(verbose: u8, server: bool) {
@@ -233,8 +251,11 @@ fn init_logging(verbose: u8, server: bool) {
         (0, true) | (1, _) => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EARMARK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // symphonia logs failed probes at ERROR level; earmark reports them itself
+    // as an error naming the file.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EARMARK_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},symphonia_core::formats::probe=off"))
+    });
     // Colours only on a terminal: logs piped to a file or journald stay plain
     // `key=value` text that tools can parse.
     let _ = tracing_subscriber::fmt()

@@ -42,7 +42,7 @@ pub use verdict::{Attribution, Decision, MatchEvidence, Verdict, VerdictContext}
 /// Version of the decision rules; recorded in every verdict. Bump it whenever
 /// the table above, the precedence of consent records or the verdict format
 /// changes.
-pub const POLICY_VERSION: &str = "earmark-policy/1";
+pub const POLICY_VERSION: &str = "earmark-policy/2";
 /// Attributed seconds are rounded to this many per second (milliseconds).
 const ATTRIBUTION_RESOLUTION: f64 = 1000.0;
 

@@ -83,7 +83,7 @@ fn snapshot_no_matches_allows() {
             "reasons": ["Allowed for ai-training: no registered work was found in the submission."],
             "evidence": [],
             "attributions": [],
-            "policy_version": "earmark-policy/1",
+            "policy_version": "earmark-policy/2",
             "policy": { "unknown_consent": "flag", "territory": null },
             "index_generation": 7,
             "engine_version": "0.1.0"
@@ -186,7 +186,7 @@ fn snapshot_confident_opt_out_blocks_and_suppresses_attribution() {
                 }
             ],
             "attributions": [],
-            "policy_version": "earmark-policy/1",
+            "policy_version": "earmark-policy/2",
             "policy": { "unknown_consent": "flag", "territory": null },
             "index_generation": 7,
             "engine_version": "0.1.0"
@@ -475,4 +475,45 @@ fn union_length_merges_overlaps() {
     );
     assert_eq!(union_length(vec![(0.0, 10.0), (2.0, 3.0)]), 10.0);
     assert_eq!(union_length(vec![(0.0, 1.0), (1.0, 2.0)]), 2.0);
+}
+
+#[test]
+fn contract_licence_outlives_a_later_tdmrep_reservation() {
+    let (_dir, reg) = fixture();
+    // open-song holds a contract licence (record #2); a crawler later finds a
+    // TDMRep reservation for the same scope.
+    let mut tdm = NewConsent::new(TRAIN, ConsentStatus::OptedOut, "crawler", JAN);
+    tdm.asserted_at = datetime!(2026-02-01 0:00 UTC);
+    tdm.source = ConsentSource::Tdmrep;
+    let crawl = reg.record_consent("open-song", &tdm, "admin").unwrap();
+    let v = run(
+        &reg,
+        &[m("open-song", 0.0, 12.0, 30.0, true)],
+        &PolicyConfig::default(),
+    );
+    let got = serde_json::to_value(&v).unwrap();
+    assert_eq!(got["decision"], "allow");
+    assert_eq!(got["evidence"][0]["deciding_record"]["id"], 2);
+    assert_eq!(got["evidence"][0]["overridden_records"], json!([crawl.id]));
+    assert_eq!(
+        got["evidence"][0]["consent_basis"],
+        "decided among 2 statements in force; an explicit licence allows over 1 statement from other sources"
+    );
+    assert_eq!(got["attributions"][0]["seconds_matched"], 12.0);
+    // The contract is ended by a contract statement: blocked.
+    let mut end = NewConsent::new(TRAIN, ConsentStatus::OptedOut, "Commons Music", JAN);
+    end.asserted_at = datetime!(2026-02-15 0:00 UTC);
+    end.source = ConsentSource::Contract;
+    let ended = reg.record_consent("open-song", &end, "admin").unwrap();
+    let v = run(
+        &reg,
+        &[m("open-song", 0.0, 12.0, 30.0, true)],
+        &PolicyConfig::default(),
+    );
+    assert_eq!(v.decision, Decision::Block);
+    assert_eq!(
+        v.evidence[0].deciding_record.as_ref().map(|r| r.id),
+        Some(ended.id)
+    );
+    assert!(v.attributions.is_empty());
 }

@@ -19,15 +19,22 @@
 //!    parent before grandparent), then a country before `WORLD`. Broader
 //!    statements are only consulted when no more specific one is in force
 //!    (so an explicit ai-training licence overrides a TDMRep reservation).
-//! 5. **Newest statement wins** among equally specific records: latest
-//!    `asserted_at`, so a licence granted after an opt-out allows, and an opt-out
-//!    asserted after an open-ended opt-in revokes it (records cannot be edited,
-//!    so this is the only way to withdraw consent). On an exact tie the explicit
-//!    licence wins (opted-in, then constrained-with-terms, then opted-out), then
-//!    the later-recorded record.
-//! 6. **Status.** `constrained` without terms counts as opted out;
-//!    `constrained` with terms is a conditional licence reported as
-//!    `constrained` (policy flags it for review). No applicable record: `unknown`.
+//! 5. **A source's newer statement replaces its older one.** Among the records
+//!    about the same scope and territory from the same source (`registry`,
+//!    `contract`, `tdmrep`, …), only the latest `asserted_at` counts: a licence
+//!    recorded after an opt-out allows, and an opt-out recorded after an
+//!    open-ended licence revokes it (records cannot be edited, so this is how
+//!    consent is withdrawn, whoever operates the CLI or API key). On an exact tie
+//!    the explicit licence wins (opted-in, then constrained-with-terms, then
+//!    opted-out), then the later-recorded record.
+//! 6. **Combining sources** (the rule, after AIPREF): an explicit
+//!    licence (`opted-in`) allows; otherwise any opt-out blocks (`constrained`
+//!    without terms counts as opted out); otherwise `constrained` with terms is a
+//!    conditional licence reported as `constrained` (policy flags it for
+//!    review). So a crawler re-observing a TDMRep reservation does not undo a
+//!    contract licence, but sources that disagree without a licence block.
+//!    No applicable record: `unknown`. Within the winning kind the most recent
+//!    record is named as the deciding one.
 
 use std::cmp::Ordering;
 
@@ -129,6 +136,24 @@ fn precedence(a: &ConsentRecord, b: &ConsentRecord) -> Ordering {
         .then_with(|| a.id.cmp(&b.id))
 }
 
+/// True when `newer` replaces `older` (rule 5): same source, scope and
+/// territory, and `newer` takes precedence.
+fn supersedes(newer: &ConsentRecord, older: &ConsentRecord) -> bool {
+    newer.id != older.id
+        && newer.scope == older.scope
+        && newer.territory == older.territory
+        && newer.source == older.source
+        && precedence(newer, older) == Ordering::Greater
+}
+
+/// Which part of rule 6 decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Combined {
+    Licence,
+    OptOut,
+    Terms,
+}
+
 /// Derives the consent in force for `scope` at `at` (see the module docs).
 /// `territory`: where the use happens; `None` or `WORLD` = worldwide/unknown.
 pub fn resolve(
@@ -142,37 +167,127 @@ pub fn resolve(
         .filter(|r| r.in_force_at(at))
         .filter_map(|r| specificity(r, scope, territory).map(|s| (r, s)))
         .collect();
-    // Most specific first; among equals, highest precedence first.
-    let best = applicable
+    let unknown = || EffectiveConsent {
+        status: EffectiveStatus::Unknown,
+        deciding: None,
+        overridden: Vec::new(),
+        basis: format!("no consent statement for {scope} is in force"),
+    };
+    // Rule 4: only the most specific level counts.
+    let Some(level) = applicable.iter().map(|(_, s)| *s).min() else {
+        return unknown();
+    };
+    let candidates: Vec<&ConsentRecord> = applicable
         .iter()
-        .min_by(|(a, sa), (b, sb)| sa.cmp(sb).then_with(|| precedence(b, a)));
-    let Some((deciding, _)) = best else {
-        return EffectiveConsent {
-            status: EffectiveStatus::Unknown,
-            deciding: None,
-            overridden: Vec::new(),
-            basis: format!("no consent statement for {scope} is in force"),
-        };
+        .filter(|(_, s)| *s == level)
+        .map(|(r, _)| *r)
+        .collect();
+    // Rule 5: each source's latest statement.
+    let current: Vec<&ConsentRecord> = candidates
+        .iter()
+        .copied()
+        .filter(|r| !candidates.iter().any(|newer| supersedes(newer, r)))
+        .collect();
+    // Rule 6: a licence allows; otherwise an opt-out blocks; otherwise terms.
+    let newest_with = |effect: EffectiveStatus| {
+        current
+            .iter()
+            .copied()
+            .filter(|r| record_effect(r) == effect)
+            .max_by(|a, b| precedence(a, b))
+    };
+    let decided = newest_with(EffectiveStatus::OptedIn)
+        .map(|r| (r, Combined::Licence))
+        .or_else(|| newest_with(EffectiveStatus::OptedOut).map(|r| (r, Combined::OptOut)))
+        .or_else(|| newest_with(EffectiveStatus::Constrained).map(|r| (r, Combined::Terms)));
+    let Some((deciding, combined)) = decided else {
+        return unknown();
     };
     let overridden: Vec<i64> = applicable
         .iter()
         .map(|(r, _)| r.id)
         .filter(|id| *id != deciding.id)
         .collect();
-    let basis = describe_basis(deciding, scope, applicable.len());
+    let replaced = candidates
+        .iter()
+        .filter(|r| supersedes(deciding, r))
+        .count();
+    let others = current.len() - 1;
+    let basis = describe_basis(
+        deciding,
+        scope,
+        Basis {
+            applicable: applicable.len(),
+            less_specific: applicable.len() - candidates.len(),
+            replaced,
+            others,
+            combined,
+        },
+    );
     EffectiveConsent {
         status: record_effect(deciding),
-        deciding: Some((*deciding).clone()),
+        deciding: Some(deciding.clone()),
         overridden,
         basis,
     }
 }
 
-fn describe_basis(r: &ConsentRecord, scope: Scope, applicable: usize) -> String {
-    let mut basis = if applicable == 1 {
+/// Counts behind a decision, for its description.
+struct Basis {
+    /// Records in force that apply to the query.
+    applicable: usize,
+    /// Applicable records that yielded to more specific ones (rule 4).
+    less_specific: usize,
+    /// Earlier statements of the deciding record's source it replaced.
+    replaced: usize,
+    /// Current statements of other sources at the same level.
+    others: usize,
+    combined: Combined,
+}
+
+fn describe_basis(r: &ConsentRecord, scope: Scope, b: Basis) -> String {
+    let plural = |n: usize, what: &str| {
+        if n == 1 {
+            format!("1 {what}")
+        } else {
+            format!("{n} {what}s")
+        }
+    };
+    let mut basis = if b.applicable == 1 {
         "the only statement in force".to_owned()
     } else {
-        format!("the most specific, most recent of {applicable} statements in force")
+        let mut text = format!(
+            "decided among {} in force",
+            plural(b.applicable, "statement")
+        );
+        if b.replaced > 0 {
+            let earlier = plural(b.replaced, "earlier statement");
+            text.push_str(&format!("; it replaces {earlier} from the same source"));
+        }
+        if b.others > 0 {
+            let others = plural(b.others, "statement");
+            text.push_str(&match b.combined {
+                Combined::Licence => {
+                    format!("; an explicit licence allows over {others} from other sources")
+                }
+                Combined::OptOut => format!(
+                    "; no licence is in force, so an opt-out blocks over {others} from other sources"
+                ),
+                Combined::Terms => format!(
+                    "; only conditional consent is in force, also in {others} from other sources"
+                ),
+            });
+        }
+        if b.less_specific > 0 {
+            let broader = plural(b.less_specific, "broader or worldwide statement");
+            let verb = if b.less_specific == 1 {
+                "yields"
+            } else {
+                "yield"
+            };
+            text.push_str(&format!("; {broader} {verb} to more specific ones"));
+        }
+        text
     };
     if r.scope != scope {
         basis.push_str(&format!(" (its scope {} covers {scope})", r.scope));

@@ -416,12 +416,26 @@ mod tests {
             ("t-034524680-1", "T-034.524.680-1"),
             ("T-000.000.001-0", "T-000.000.001-0"),
             ("T-000.000.000-9", "T-000.000.000-9"),
+            // "Robbins' Nest" (MusicBrainz work data).
+            ("T-070.243.205-0", "T-070.243.205-0"),
+            ("T0702432050", "T-070.243.205-0"),
+            ("T-999.999.999-4", "T-999.999.999-4"),
+            ("T-912.345.678-0", "T-912.345.678-0"),
         ];
         for (input, want) in ok {
             assert_eq!(Iswc::parse(input).unwrap().as_str(), want, "{input}");
         }
         let bad = [
             ("T-034.524.680-2", "check digit is 2, expected 1"),
+            // A real-shaped id quoted as an example elsewhere, with a wrong check digit.
+            ("T-070.195.720-5", "check digit is 5, expected 1"),
+            // One digit changed, and two adjacent digits swapped.
+            ("T-070.243.206-0", "check digit is 0, expected"),
+            ("T-070.234.205-0", "check digit is 0, expected"),
+            ("T-034.524.680", "9 digits and a check digit"),
+            ("T-034.524.680-12", "9 digits and a check digit"),
+            ("T-034.524.680-X", "9 digits"),
+            ("T 034 524 680 1", "9 digits"),
             ("034.524.680-1", "must start with 'T'"),
             ("T-034.524.68-1", "9 digits"),
             ("T-034.52A.680-1", "9 digits"),
@@ -440,6 +454,11 @@ mod tests {
             ("0000000121032683", "0000000121032683"),
             ("0000-0002-1694-233X", "000000021694233X"),
             ("0000 0002 1694 233x", "000000021694233X"),
+            // ORCID iDs are ISNI-range identifiers with the same check character.
+            ("0000-0002-1825-0097", "0000000218250097"),
+            ("0000-0001-5109-3700", "0000000151093700"),
+            ("0000 0000 8045 6315", "0000000080456315"),
+            ("0000 0001 2146 438X", "000000012146438X"),
         ];
         for (input, want) in ok {
             assert_eq!(Isni::parse(input).unwrap().as_str(), want, "{input}");
@@ -452,10 +471,84 @@ mod tests {
             ("0000 0002 1694 2330", "expected 'X'"),
             ("0000 0001 2103 268", "16 characters"),
             ("X000 0001 2103 2683", "first 15 characters must be digits"),
+            (
+                "0000-0002-1825-0098",
+                "check character is '8', expected '7'",
+            ),
+            (
+                "0000-0001-5109-370X",
+                "check character is 'X', expected '0'",
+            ),
+            ("0000 0001 2146 4380", "expected 'X'"),
+            ("0000 0001 2103 26831", "16 characters"),
+            ("", "16 characters"),
         ];
         for (input, why) in bad {
             let err = Isni::parse(input).unwrap_err();
+            assert_eq!(err.kind, IdKind::Isni);
             assert!(err.reason.contains(why), "{input}: {}", err.reason);
+        }
+    }
+
+    /// ISO 7064 Mod 11-2 catches every single-digit error and every swap of
+    /// two different adjacent digits.
+    #[test]
+    fn isni_check_catches_typos_and_transpositions() {
+        let valid = ["000000012103268", "000000021825009", "000000008045631"];
+        for body in valid {
+            let check = mod11_2_check(&digits_of(body));
+            assert!(Isni::parse(&format!("{body}{check}")).is_ok(), "{body}");
+            let bytes = body.as_bytes();
+            for i in 0..bytes.len() {
+                for d in b'0'..=b'9' {
+                    if d == bytes[i] {
+                        continue;
+                    }
+                    let mut typo = bytes.to_vec();
+                    typo[i] = d;
+                    let typo = format!("{}{check}", String::from_utf8_lossy(&typo));
+                    assert!(Isni::parse(&typo).is_err(), "typo {typo} accepted");
+                }
+                if i + 1 < bytes.len() && bytes[i] != bytes[i + 1] {
+                    let mut swapped = bytes.to_vec();
+                    swapped.swap(i, i + 1);
+                    let swapped = format!("{}{check}", String::from_utf8_lossy(&swapped));
+                    assert!(Isni::parse(&swapped).is_err(), "swap {swapped} accepted");
+                }
+            }
+        }
+    }
+
+    fn digits_of(s: &str) -> Vec<u32> {
+        s.bytes().map(|b| u32::from(b - b'0')).collect()
+    }
+
+    /// The ISWC check digit (weights 1..9 mod 10) catches every swap of two
+    /// different adjacent digits (their weights differ by one) and any change of
+    /// a digit with weight 1, 3, 7 or 9 (coprime with 10). Weights 2, 4, 5, 6
+    /// and 8 miss some substitutions; that is the standard's limit.
+    #[test]
+    fn iswc_check_catches_swaps_and_typos_at_coprime_weights() {
+        let body = "070243205";
+        assert_eq!(iswc_check_digit(&digits_of(body)), 0);
+        let bytes = body.as_bytes();
+        for i in 0..bytes.len() {
+            let weight = i + 1;
+            if [1, 3, 7, 9].contains(&weight) {
+                for d in (b'0'..=b'9').filter(|d| *d != bytes[i]) {
+                    let mut typo = bytes.to_vec();
+                    typo[i] = d;
+                    let typo = format!("T{}0", String::from_utf8_lossy(&typo));
+                    let err = Iswc::parse(&typo).unwrap_err();
+                    assert!(err.reason.contains("check digit"), "{typo}: {}", err.reason);
+                }
+            }
+            if i + 1 < bytes.len() && bytes[i] != bytes[i + 1] {
+                let mut swapped = bytes.to_vec();
+                swapped.swap(i, i + 1);
+                let swapped = format!("T{}0", String::from_utf8_lossy(&swapped));
+                assert!(Iswc::parse(&swapped).is_err(), "swap {swapped} accepted");
+            }
         }
     }
 

@@ -230,6 +230,24 @@ impl RawTotal {
     }
 }
 
+/// Header of the CSV statement (the fields of [`CsvLine`], in order); written
+/// even when the period has no attributions, so an empty statement is valid CSV.
+const CSV_HEADER: [&str; 13] = [
+    "period_from",
+    "period_until",
+    "work_id",
+    "title",
+    "isrc",
+    "iswc",
+    "holder",
+    "holder_isni",
+    "seconds",
+    "attributions",
+    "submissions",
+    "first_at",
+    "last_at",
+];
+
 /// One CSV line of a statement.
 #[derive(Serialize)]
 struct CsvLine<'a> {
@@ -272,7 +290,10 @@ fn write_csv(
     };
     let period_from = from.map(to_db_time).transpose()?.unwrap_or_default();
     let period_until = until.map(to_db_time).transpose()?.unwrap_or_default();
-    let mut w = csv::Writer::from_writer(out);
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(out);
+    w.write_record(CSV_HEADER).map_err(csv_err)?;
     for t in totals {
         w.serialize(CsvLine {
             period_from: period_from.clone(),
@@ -447,5 +468,20 @@ mod tests {
         write_totals(&totals, LedgerFormat::Jsonl, period, &mut jsonl).unwrap();
         let back: LedgerTotal = serde_json::from_slice(jsonl.strip_suffix(b"\n").unwrap()).unwrap();
         assert_eq!(back, totals[0]);
+    }
+
+    #[test]
+    fn empty_period_is_a_header_only_csv_and_empty_jsonl() {
+        let (_dir, reg) = open_temp();
+        let totals = reg.ledger_totals(None, None).unwrap();
+        let mut csv_out = Vec::new();
+        write_totals(&totals, LedgerFormat::Csv, (None, None), &mut csv_out).unwrap();
+        assert_eq!(
+            String::from_utf8(csv_out).unwrap(),
+            format!("{}\n", CSV_HEADER.join(","))
+        );
+        let mut jsonl = Vec::new();
+        write_totals(&totals, LedgerFormat::Jsonl, (None, None), &mut jsonl).unwrap();
+        assert!(jsonl.is_empty());
     }
 }

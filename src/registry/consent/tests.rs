@@ -114,7 +114,166 @@ fn later_opt_out_revokes_open_ended_opt_in() {
     let e = resolve(&recs, TRAIN, JUN, None);
     assert_eq!((e.status, e.deciding.map(|d| d.id)), (O, Some(2)));
     assert_eq!(e.overridden, vec![1]);
-    assert!(e.basis.contains("most recent of 2"), "{}", e.basis);
+    assert!(
+        e.basis.contains(
+            "decided among 2 statements in force; it replaces 1 earlier statement from the same source"
+        ),
+        "{}",
+        e.basis
+    );
+}
+
+impl R {
+    fn source(mut self, source: ConsentSource) -> Self {
+        self.0.source = source;
+        self
+    }
+}
+
+fn contract() -> ConsentSource {
+    ConsentSource::Contract
+}
+
+fn tdmrep() -> ConsentSource {
+    ConsentSource::Tdmrep
+}
+
+#[test]
+fn explicit_licence_allows_over_another_sources_opt_out() {
+    // The holder's contract licence; later a crawler records the TDMRep
+    // reservation it finds on a web page, for the same scope.
+    let licence = || rec(1, TRAIN, IN, JAN).source(contract());
+    let crawl = || rec(2, TRAIN, OUT, MAR).source(tdmrep());
+    let records: Vec<ConsentRecord> = vec![licence().0, crawl().0];
+    let e = resolve(&records, TRAIN, JUN, None);
+    assert_eq!((e.status, e.deciding.as_ref().map(|d| d.id)), (I, Some(1)));
+    assert_eq!(e.overridden, vec![2]);
+    assert!(
+        e.basis
+            .contains("an explicit licence allows over 1 statement from other sources"),
+        "{}",
+        e.basis
+    );
+    // The contract ends early (a new contract statement): now blocked, by the
+    // newest opt-out in force.
+    let ended = rec(3, TRAIN, OUT, JUN).source(contract());
+    assert_eq!(
+        resolve_at(vec![licence(), crawl(), ended], TRAIN, SEP, None),
+        (O, Some(3))
+    );
+    // Before that statement is in force the licence still holds.
+    let ended = rec(3, TRAIN, OUT, SEP).source(contract());
+    assert_eq!(
+        resolve_at(vec![licence(), crawl(), ended], TRAIN, JUN, None),
+        (I, Some(1))
+    );
+    // An opt-out recorded later through the registry does not end a contract.
+    let registry_out = rec(3, TRAIN, OUT, JUN);
+    assert_eq!(
+        resolve_at(vec![licence(), registry_out], TRAIN, SEP, None),
+        (I, Some(1))
+    );
+}
+
+#[test]
+fn without_a_licence_any_opt_out_blocks() {
+    // Newer conditional consent from one source does not undo another
+    // source's opt-out.
+    let r = vec![
+        rec(1, TRAIN, OUT, JAN).source(tdmrep()),
+        rec(2, TRAIN, CON, MAR).terms("credit the artist"),
+    ];
+    let records: Vec<ConsentRecord> = r.into_iter().map(|r| r.0).collect();
+    let e = resolve(&records, TRAIN, JUN, None);
+    assert_eq!((e.status, e.deciding.as_ref().map(|d| d.id)), (O, Some(1)));
+    assert!(
+        e.basis
+            .contains("no licence is in force, so an opt-out blocks"),
+        "{}",
+        e.basis
+    );
+    // Constrained without terms from one source, with terms from another:
+    // blocked, decided by the restricting record.
+    let r = vec![
+        rec(1, TRAIN, CON, JAN).source(ConsentSource::C2pa),
+        rec(2, TRAIN, CON, MAR).terms("credit the artist"),
+    ];
+    let records: Vec<ConsentRecord> = r.into_iter().map(|r| r.0).collect();
+    let e = resolve(&records, TRAIN, JUN, None);
+    assert_eq!((e.status, e.deciding.as_ref().map(|d| d.id)), (O, Some(1)));
+    assert!(
+        e.basis
+            .contains("constrained without terms counts as opted out")
+    );
+    // Terms only, from two sources: constrained, the newest is named.
+    let r = vec![
+        rec(1, TRAIN, CON, JAN)
+            .source(contract())
+            .terms("no voice cloning"),
+        rec(2, TRAIN, CON, MAR).terms("credit the artist"),
+    ];
+    assert_eq!(resolve_at(r, TRAIN, JUN, None), (C, Some(2)));
+    // A licence from any source allows.
+    let r = vec![
+        rec(1, TRAIN, OUT, MAR).source(tdmrep()),
+        rec(2, TRAIN, IN, JAN).source(contract()),
+        rec(3, TRAIN, CON, JUN),
+    ];
+    assert_eq!(resolve_at(r, TRAIN, SEP, None), (I, Some(2)));
+}
+
+#[test]
+fn overlapping_date_ranges() {
+    // Registry opt-out for most of the year with a licence window inside it.
+    let registry = || {
+        vec![
+            rec(1, TRAIN, OUT, JAN).until(SEP),
+            rec(2, TRAIN, IN, MAR).until(JUN),
+        ]
+    };
+    let at = |month: time::Month| {
+        time::Date::from_calendar_date(2026, month, 15)
+            .unwrap()
+            .midnight()
+            .assume_utc()
+    };
+    use time::Month::{April, February, July, October};
+    assert_eq!(
+        resolve_at(registry(), TRAIN, at(February), None),
+        (O, Some(1))
+    );
+    assert_eq!(resolve_at(registry(), TRAIN, at(April), None), (I, Some(2)));
+    assert_eq!(resolve_at(registry(), TRAIN, at(July), None), (O, Some(1)));
+    assert_eq!(resolve_at(registry(), TRAIN, at(October), None), (U, None));
+    // Plus an open-ended TDMRep reservation from March.
+    let with_crawl = || {
+        let mut r = registry();
+        r.push(rec(3, TRAIN, OUT, MAR).source(tdmrep()));
+        r
+    };
+    assert_eq!(
+        resolve_at(with_crawl(), TRAIN, at(April), None),
+        (I, Some(2))
+    );
+    assert_eq!(
+        resolve_at(with_crawl(), TRAIN, at(July), None),
+        (O, Some(3))
+    );
+    assert_eq!(
+        resolve_at(with_crawl(), TRAIN, at(October), None),
+        (O, Some(3))
+    );
+    // Two overlapping licences from different sources: the newer is named
+    // while both are in force.
+    let r = || {
+        vec![
+            rec(1, TRAIN, IN, JAN).until(JUN).source(contract()),
+            rec(2, TRAIN, IN, MAR).until(SEP),
+        ]
+    };
+    assert_eq!(resolve_at(r(), TRAIN, at(February), None), (I, Some(1)));
+    assert_eq!(resolve_at(r(), TRAIN, at(April), None), (I, Some(2)));
+    assert_eq!(resolve_at(r(), TRAIN, at(July), None), (I, Some(2)));
 }
 
 #[test]
