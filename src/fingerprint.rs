@@ -322,30 +322,39 @@ fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> Vec<Peak> {
         return Vec::new();
     }
     let freq_max = max_filter_bins(spec, p.neighbourhood_bins);
-    let frame_mean: Vec<f32> = spec
-        .outer_iter()
-        .map(|row| row.sum() / bins as f32)
-        .collect();
+    let spec_rows = spec.as_standard_layout();
+    let (Some(cells), Some(max_cells)) = (spec_rows.as_slice(), freq_max.as_slice()) else {
+        return Vec::new();
+    };
     let mut candidates = Vec::new();
     let nt = p.neighbourhood_frames;
-    for t in 0..frames {
+    for (t, (row, max_row)) in cells
+        .chunks_exact(bins)
+        .zip(max_cells.chunks_exact(bins))
+        .enumerate()
+    {
+        // Summed as ndarray sums (same rounding as the indexed fingerprints).
+        let frame_mean = ndarray::ArrayView1::from(row).sum() / bins as f32;
         let t_lo = t.saturating_sub(nt);
         let t_hi = (t + nt).min(frames - 1);
         // Edge bins are not local maxima of the spectrum, only of the grid.
         for k in 1..bins.saturating_sub(1) {
-            let v = spec[[t, k]];
-            if v < SILENCE_LOG2 || v - frame_mean[t] < MIN_PROMINENCE || v < freq_max[[t, k]] {
+            let v = row[k];
+            if v < max_row[k] || v < SILENCE_LOG2 || v - frame_mean < MIN_PROMINENCE {
                 continue;
             }
             // Strict maximum with ties resolved to the earliest frame and lowest bin,
             // so a plateau yields exactly one peak.
-            if (t + 1..=t_hi).any(|u| freq_max[[u, k]] > v)
-                || (t_lo..t).any(|u| freq_max[[u, k]] >= v)
-                || (k.saturating_sub(p.neighbourhood_bins)..k).any(|j| spec[[t, j]] >= v)
+            let column_max = |u: usize| max_cells[u * bins + k];
+            if (t + 1..=t_hi).any(|u| column_max(u) > v)
+                || (t_lo..t).any(|u| column_max(u) >= v)
+                || row[k.saturating_sub(p.neighbourhood_bins)..k]
+                    .iter()
+                    .any(|&x| x >= v)
             {
                 continue;
             }
-            candidates.push(refine(spectrogram, t, k, v - frame_mean[t]));
+            candidates.push(refine(spectrogram, t, k, v - frame_mean));
         }
     }
     candidates
@@ -355,19 +364,62 @@ fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> Vec<Peak> {
 fn max_filter_bins(spec: ArrayView2<f32>, half: usize) -> Array2<f32> {
     let (frames, bins) = spec.dim();
     let mut out = Array2::<f32>::zeros((frames, bins));
-    for t in 0..frames {
-        let row = spec.row(t);
-        for k in 0..bins {
+    let mut table = SparseMaxTable::default();
+    let mut row_buf = Vec::with_capacity(bins);
+    for (row, mut out_row) in spec.outer_iter().zip(out.outer_iter_mut()) {
+        row_buf.clear();
+        row_buf.extend(row.iter().copied());
+        table.build(&row_buf, 2 * half + 1);
+        for (k, out) in out_row.iter_mut().enumerate() {
             let lo = k.saturating_sub(half);
             let hi = (k + half).min(bins - 1);
-            let mut m = f32::NEG_INFINITY;
-            for j in lo..=hi {
-                m = m.max(row[j]);
-            }
-            out[[t, k]] = m;
+            *out = table.max(lo, hi);
         }
     }
     out
+}
+
+/// Range maximum by a sparse table: `levels[l][i]` is the maximum of
+/// `row[i .. i + 2^l]`, so any window is the maximum of two overlapping
+/// power-of-two spans. Exact (a maximum of the same values) and a few operations
+/// per bin instead of one per neighbour: this filter is the fingerprinter's
+/// hottest loop.
+#[derive(Default)]
+struct SparseMaxTable {
+    levels: Vec<Vec<f32>>,
+}
+
+impl SparseMaxTable {
+    /// Builds the levels needed for windows up to `max_window` long.
+    fn build(&mut self, row: &[f32], max_window: usize) {
+        let mut depth = 1;
+        while (1usize << depth) <= max_window {
+            depth += 1;
+        }
+        self.levels.resize_with(depth, Vec::new);
+        self.levels[0].clear();
+        self.levels[0].extend_from_slice(row);
+        for l in 1..depth {
+            let step = 1usize << (l - 1);
+            let (done, todo) = self.levels.split_at_mut(l);
+            let prev = &done[l - 1];
+            let next = &mut todo[0];
+            next.clear();
+            next.extend(
+                prev.iter()
+                    .zip(prev.iter().skip(step))
+                    .map(|(a, b)| a.max(*b)),
+            );
+        }
+    }
+
+    /// Maximum of `row[lo..=hi]` (`lo ≤ hi`, window no longer than built for).
+    fn max(&self, lo: usize, hi: usize) -> f32 {
+        let len = hi - lo + 1;
+        let l = (usize::BITS - 1 - len.leading_zeros()) as usize;
+        let level = &self.levels[l];
+        level[lo].max(level[hi + 1 - (1 << l)])
+    }
 }
 
 /// Parabolic refinement of a peak's time (on the log grid) and frequency (on the
@@ -697,6 +749,30 @@ fn block_prints_buffered(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sparse_max_filter_equals_naive_max() {
+        let mut state = 12345u64;
+        for bins in [1usize, 2, 5, 17, 18, 94] {
+            let row: Vec<f32> = (0..bins)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (state >> 40) as f32
+                })
+                .collect();
+            let spec = Array2::from_shape_vec((1, bins), row.clone()).expect("shape");
+            for half in [0usize, 1, 3, 8] {
+                let fast = max_filter_bins(spec.view(), half);
+                for k in 0..bins {
+                    let naive = row[k.saturating_sub(half)..=(k + half).min(bins - 1)]
+                        .iter()
+                        .copied()
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    assert_eq!(fast[[0, k]], naive, "bins {bins} half {half} k {k}");
+                }
+            }
+        }
+    }
 
     /// Deterministic "music-like" test signal: a melody of harmonic tones with
     /// changing notes plus a little noise.

@@ -286,6 +286,11 @@ impl Index {
         }
     }
 
+    /// Postings stored in all segments (tombstoned works included).
+    pub fn posting_count(&self) -> u64 {
+        self.segments.iter().map(Segment::posting_count).sum()
+    }
+
     pub fn live_work_count(&self) -> usize {
         self.live.len()
     }
