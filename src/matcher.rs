@@ -172,7 +172,7 @@ struct Hit {
 pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) -> Vec<Match> {
     let mut candidates: Vec<(WorkRef, Vec<Hit>)> = gather_hits(index, &query.prints)
         .into_iter()
-        .filter(|(_, hits)| hits.len() >= CANDIDATE_MIN_HITS)
+        .filter(|(_, hits)| hits.len() >= PAIR_CLUSTER_HITS)
         .map(|(r, mut hits)| {
             hits.sort_unstable();
             hits.dedup_by(|a, b| a.tq == b.tq && a.tr == b.tr);
@@ -189,20 +189,31 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
     let mut verified: Vec<(f64, WorkRef, Segment)> = Vec::new();
     let mut ref_peaks = Vec::new();
     let mut consumed = vec![false; query.peaks.len()];
-    for (rank, (work_ref, work_hits)) in candidates.into_iter().enumerate() {
+    for (rank, (work_ref, work_hits)) in candidates.iter().enumerate() {
         let strong = work_hits.len() >= STRONG_CANDIDATE_HITS;
         if work_hits.len() < CANDIDATE_MIN_HITS || (!strong && rank >= MAX_WEAK_CANDIDATE_WORKS) {
             break;
         }
-        for segment in align_work(work_hits, CANDIDATE_MIN_HITS as f64) {
+        for segment in align_work(work_hits.clone(), CANDIDATE_MIN_HITS as f64) {
             if segment.anchors < CANDIDATE_MIN_HITS {
                 continue;
             }
             let mut peaks = PeakCheck::new(&query.peaks, &consumed, &mut ref_peaks);
-            let score = peaks.verify(index, work_ref, &segment, None).score();
+            let score = peaks.verify(index, *work_ref, &segment, None).score();
             if score >= config.min_score {
-                verified.push((score, work_ref, segment));
+                verified.push((score, *work_ref, segment));
             }
+        }
+    }
+    // Too few hash hits for the Hough transform: under louder music or heavy
+    // noise a work may keep only two or three consistent triplets. Pairs of hits
+    // agreeing on an unscaled alignment are verified too (the peaks decide).
+    let query_frames = query.frames as f64;
+    for (work_ref, segment) in pair_hypotheses(&candidates, &verified, query_frames) {
+        let mut peaks = PeakCheck::new(&query.peaks, &consumed, &mut ref_peaks);
+        let score = peaks.verify(index, work_ref, &segment, None).score();
+        if score >= config.min_score {
+            verified.push((score, work_ref, segment));
         }
     }
     // Explaining away, strongest first: query peaks that an accepted match
@@ -212,7 +223,7 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
     verified.sort_by(|a, b| b.0.total_cmp(&a.0));
     let mut matches: Vec<Match> = Vec::new();
     let mut explained = Vec::new();
-    for (_, work_ref, segment) in verified {
+    for (_, work_ref, mut segment) in verified {
         let Some(work) = index.work(work_ref) else {
             continue;
         };
@@ -224,6 +235,16 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
             for &i in &explained {
                 consumed[i] = true;
             }
+            if segment.range_from_peaks {
+                let frames = explained.iter().filter_map(|&i| query.peaks.get(i));
+                if let (Some(first), Some(last)) = (
+                    frames.clone().map(|p| p.t_frame).min(),
+                    frames.map(|p| p.t_frame).max(),
+                ) {
+                    segment.tq_start = f64::from(first);
+                    segment.tq_end = f64::from(last);
+                }
+            }
             matches.push(segment.into_match(&work.id, score, evidence, config));
         }
     }
@@ -234,6 +255,86 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
             .then(b.score.total_cmp(&a.score))
     });
     matches
+}
+
+/// Hits of one work agreeing on an unscaled alignment that make a hypothesis.
+const PAIR_CLUSTER_HITS: usize = 2;
+/// Largest offset spread (frames) and pitch-shift spread (half bins) in a cluster.
+const PAIR_OFFSET_TOLERANCE_FRAMES: i64 = 3;
+const PAIR_PITCH_TOLERANCE_HALF_BINS: i32 = 2;
+/// Hits of a cluster must come from anchors at least this far apart (frames):
+/// one anchor's probes and partners are not independent evidence.
+const PAIR_MIN_ANCHOR_GAP_FRAMES: u32 = 4;
+/// Query frames verified on each side of a cluster's hits.
+const PAIR_CONTEXT_FRAMES: f64 = 5.0 * FRAMES_PER_SECOND;
+/// Hypotheses verified per query at most (largest clusters first).
+const MAX_PAIR_HYPOTHESES: usize = 48;
+
+/// Alignments at speed 1 supported by a few hits (≥ [`PAIR_CLUSTER_HITS`]) that
+/// the Hough stage did not already propose, largest clusters first.
+fn pair_hypotheses(
+    candidates: &[(WorkRef, Vec<Hit>)],
+    verified: &[(f64, WorkRef, Segment)],
+    query_frames: f64,
+) -> Vec<(WorkRef, Segment)> {
+    let mut found: Vec<(usize, WorkRef, Segment)> = Vec::new();
+    let mut offsets: Vec<(i64, i32, u32)> = Vec::new();
+    for (work_ref, hits) in candidates {
+        offsets.clear();
+        offsets.extend(
+            hits.iter()
+                .map(|h| (i64::from(h.tr) - i64::from(h.tq), pitch_shift(h), h.tq)),
+        );
+        offsets.sort_unstable();
+        let mut i = 0;
+        while i < offsets.len() {
+            let mut j = i + 1;
+            while j < offsets.len() && offsets[j].0 - offsets[i].0 <= PAIR_OFFSET_TOLERANCE_FRAMES {
+                j += 1;
+            }
+            let cluster = &offsets[i..j];
+            let pitch = cluster[cluster.len() / 2].1;
+            let mut anchors: Vec<u32> = cluster
+                .iter()
+                .filter(|c| (c.1 - pitch).abs() <= PAIR_PITCH_TOLERANCE_HALF_BINS)
+                .map(|c| c.2)
+                .collect();
+            anchors.sort_unstable();
+            anchors.dedup_by(|b, a| *b < *a + PAIR_MIN_ANCHOR_GAP_FRAMES);
+            if anchors.len() >= PAIR_CLUSTER_HITS {
+                let offset = cluster.iter().map(|c| c.0 as f64).sum::<f64>() / cluster.len() as f64;
+                let covered = verified.iter().any(|(_, r, seg)| {
+                    r == work_ref
+                        && (seg.slope - 1.0).abs() < 0.01
+                        && (seg.intercept - offset).abs() <= 2.0 * INLIER_TOLERANCE_FRAMES
+                });
+                if !covered {
+                    let first = f64::from(anchors[0]);
+                    let last = f64::from(anchors[anchors.len() - 1]);
+                    found.push((
+                        anchors.len(),
+                        *work_ref,
+                        Segment {
+                            anchors: anchors.len(),
+                            hits: cluster.len() as u32,
+                            tq_start: (first - PAIR_CONTEXT_FRAMES).max(0.0),
+                            tq_end: (last + PAIR_CONTEXT_FRAMES).min(query_frames).max(last),
+                            slope: 1.0,
+                            intercept: offset,
+                            pitch_half_bins: f64::from(pitch),
+                            range_from_peaks: true,
+                        },
+                    ));
+                }
+                i = j;
+            } else {
+                i += 1;
+            }
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.truncate(MAX_PAIR_HYPOTHESES);
+    found.into_iter().map(|(_, r, seg)| (r, seg)).collect()
 }
 
 /// Peak verification of alignments against one query.
@@ -437,6 +538,9 @@ struct Segment {
     slope: f64,
     intercept: f64,
     pitch_half_bins: f64,
+    /// The query range is a guess around a few hits: once verified, it becomes
+    /// the extent of the query peaks the alignment explains.
+    range_from_peaks: bool,
 }
 
 impl Segment {
@@ -698,6 +802,7 @@ fn split_segments(hits: &[Hit], slope: f64, offset: f64) -> Vec<Segment> {
                 slope,
                 intercept: offset,
                 pitch_half_bins: pitch,
+                range_from_peaks: false,
             });
             start = i;
         }
