@@ -362,8 +362,9 @@ async fn cancelled_call_abandons_its_job() {
     insecure(&mut cfg);
     let server = start(cfg).await;
     let mut client = screening(&server, None).await;
-    // Ten minutes of noise: uploaded in milliseconds, fingerprinted in seconds.
-    let bytes = noise_wav(600, 8_000);
+    // Forty minutes of noise: uploaded in a fraction of a second, fingerprinted in
+    // seconds even by a fast build (the deadline must fall while the job runs).
+    let bytes = noise_wav(2_400, 8_000);
 
     // The caller gives up (deadline) while the audio is being fingerprinted.
     let mut request = tonic::Request::new(tokio_stream::iter(client_requests(&bytes)));
