@@ -401,6 +401,9 @@ impl<'a> PeakCheck<'a> {
         let count = |shift: i64, mut explained: Option<&mut Vec<usize>>| -> (u32, u32) {
             let (lo, hi) = (tr_lo + shift as f64, tr_hi + shift as f64);
             let (mut checked, mut found) = (0, 0);
+            // Reference peaks come in time order and the alignment is increasing,
+            // so the search position in the query only moves forward.
+            let mut cursor = None;
             for p in self.ref_peaks.iter() {
                 let tr = f64::from(p.t_frame);
                 if tr < lo || tr >= hi {
@@ -409,7 +412,9 @@ impl<'a> PeakCheck<'a> {
                 let tq = ((tr - shift as f64 - segment.intercept) / segment.slope).round() as i64;
                 let fq = i32::from(p.f_half_bins) + pitch;
                 checked += 1;
-                if let Some(i) = self.peak_near(tq, fq) {
+                if let Some(i) =
+                    peak_near_from(self.query_peaks, self.consumed, &mut cursor, tq, fq)
+                {
                     found += 1;
                     if let Some(out) = explained.as_deref_mut() {
                         out.push(i);
@@ -437,25 +442,42 @@ impl<'a> PeakCheck<'a> {
             chance: chance_total / CHANCE_SHIFTS_FRAMES.len() as f64,
         }
     }
-
-    /// Index of an unexplained query peak within the verification tolerance of
-    /// (`t_frame`, `f_half_bins`), if any.
-    fn peak_near(&self, t_frame: i64, f_half_bins: i32) -> Option<usize> {
-        peak_near(self.query_peaks, self.consumed, t_frame, f_half_bins)
-    }
 }
 
 /// Index of a peak of `peaks` (sorted by frame) not marked in `consumed` within
 /// the verification tolerance of (`t_frame`, `f_half_bins`).
+#[cfg(test)]
 fn peak_near(
     peaks: &[PeakPoint],
     consumed: &[bool],
     t_frame: i64,
     f_half_bins: i32,
 ) -> Option<usize> {
+    peak_near_from(peaks, consumed, &mut None, t_frame, f_half_bins)
+}
+
+/// [`peak_near`] for a run of lookups with non-decreasing `t_frame`: `cursor`
+/// keeps the search position (binary search on the first call, then forward).
+fn peak_near_from(
+    peaks: &[PeakPoint],
+    consumed: &[bool],
+    cursor: &mut Option<usize>,
+    t_frame: i64,
+    f_half_bins: i32,
+) -> Option<usize> {
     let from = (t_frame - VERIFY_TOLERANCE_FRAMES).max(0);
-    let start = peaks.partition_point(|p| i64::from(p.t_frame) < from);
-    peaks[start..]
+    let before = |p: &PeakPoint| i64::from(p.t_frame) < from;
+    let mut start = match *cursor {
+        Some(at) => at,
+        None => peaks.partition_point(before),
+    };
+    while peaks.get(start).is_some_and(before) {
+        start += 1;
+    }
+    *cursor = Some(start);
+    peaks
+        .get(start..)
+        .unwrap_or_default()
         .iter()
         .enumerate()
         .take_while(|(_, p)| i64::from(p.t_frame) <= t_frame + VERIFY_TOLERANCE_FRAMES)
