@@ -27,7 +27,8 @@
 //!   `compact`.
 //! * [`matcher`] votes postings into (work, time-scale, offset) clusters, fits the time
 //!   map of each cluster and splits it into contiguous query ranges, so one submission
-//!   can report several works at several places.
+//!   can report several works at several places; each candidate alignment is then
+//!   verified on the reference's stored spectral peaks and scored against chance.
 //! * [`engine`] ties the pieces together for the CLI (and the service): open a data
 //!   directory, register works, identify files.
 //! * [`registry`] and [`policy`] turn matches into consent verdicts with evidence.
