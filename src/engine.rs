@@ -77,12 +77,39 @@ pub fn fingerprint_file(
     limits: &DecodeLimits,
     side: Side,
 ) -> Result<(Fingerprint, AudioInfo), EngineError> {
-    let mut fingerprinter = StreamingFingerprinter::new(side);
-    let info = decode::decode_file_stream(path, limits, SAMPLE_RATE_HZ, |block| {
-        fingerprinter.push(block)
-    })?;
-    Ok((fingerprinter.finish(), info))
+    if rayon::current_thread_index().is_some() {
+        // On a pool worker (scan, service): items already run in parallel.
+        let mut fingerprinter = StreamingFingerprinter::new(side);
+        let info = decode::decode_file_stream(path, limits, SAMPLE_RATE_HZ, |block| {
+            fingerprinter.push(block)
+        })?;
+        return Ok((fingerprinter.finish(), info));
+    }
+    // One file on a plain thread (the command line): decode on a second thread
+    // while this one fingerprints what has arrived, so the two overlap on two
+    // cores instead of taking turns. The queue bounds what is buffered.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<f32>>(PIPELINE_QUEUE_BLOCKS);
+    std::thread::scope(|scope| {
+        let decoder = scope.spawn(move || {
+            decode::decode_file_stream(path, limits, SAMPLE_RATE_HZ, |block| {
+                // A send fails only once the receiver is gone, and it is not
+                // dropped before the decoder is joined.
+                let _ = sender.send(block.to_vec());
+            })
+        });
+        let mut fingerprinter = StreamingFingerprinter::with_batch_blocks(side, 1);
+        for block in receiver {
+            fingerprinter.push(&block);
+        }
+        let info = decoder
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        Ok((fingerprinter.finish(), info))
+    })
 }
+
+/// Decoded blocks queued between the decoding thread and the fingerprinter.
+const PIPELINE_QUEUE_BLOCKS: usize = 256;
 
 /// Fingerprints in-memory encoded audio (e.g. an upload).
 pub fn fingerprint_bytes(

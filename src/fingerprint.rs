@@ -18,12 +18,16 @@
 //!    * the log-frequency **differences** `f_b − f_a`, `f_c − f_a`: unchanged by any
 //!      frequency scaling (speed or pitch), because on a log axis scaling is a shift;
 //!    * coarse, deliberately tolerant absolute terms for selectivity: the anchor's
-//!      frequency band, the magnitude of `Δt_ac` on a log scale, and which of the three
-//!      peaks is loudest.
+//!      frequency band (8 bands of half an octave), the magnitude of `Δt_ac` on a
+//!      log scale (4 bins), and which of the three peaks is loudest.
 //!
-//!    Pair hashes (Wang) bake absolute Δt and f into the hash, so a 5 % speed change
-//!    destroys most of them; these triplets keep ≥ 24 bits of selectivity while being
-//!    invariant to the transformations we must survive (cf. Panako, Six & Leman).
+//!    The fields are packed in mixed radix into a [`HASH_BITS`]-bit hash
+//!    (8 × 49 × 49 × 16 × 4 × 3 ≈ 3.7 M values, 21.8 bits). Pair hashes (Wang)
+//!    bake absolute Δt and f into the hash, so a 5 % speed change destroys most
+//!    of them; these triplets keep their selectivity while being invariant to
+//!    the transformations we must survive (cf. Panako, Six & Leman). The bits
+//!    matter at catalog scale: each one halves the chance postings a lookup
+//!    reads (20-bit hashes of session 3 gave ~190 per list at 1000 h).
 //! 3. **Asymmetry.** References are indexed sparsely ([`Side::Reference`]: fewer
 //!    peaks, the first [`REF_FANOUT`] partners) to keep the index ≤ 2 MB/hour.
 //!    Queries are fingerprinted densely ([`Side::Query`]: more peaks, more partners,
@@ -45,7 +49,7 @@ use crate::spectrogram::{self, FFT_SIZE, HOP_SAMPLES, Spectrogram};
 pub use crate::spectrogram::{FRAMES_PER_SECOND, SAMPLE_RATE_HZ};
 
 /// Identifies the fingerprint parameters; stored in every index segment.
-pub const CONFIG_ID: u32 = 0x0001_000A;
+pub const CONFIG_ID: u32 = 0x0001_000B;
 
 /// Peaks must exceed the mean log2 power of their frame by this much (≈ 3 dB/unit).
 pub const MIN_PROMINENCE: f32 = 1.0;
@@ -69,15 +73,20 @@ pub const DF_MIN_BINS: f32 = 1.0;
 const RATIO_LEVELS: f32 = 16.0;
 const DT_LOG_BIN_WIDTH: f32 = 0.5;
 const DT_LOG_BINS: i32 = 4;
-const BAND_BINS: f32 = 24.0;
-const BANDS: i32 = 4;
+const BAND_BINS: f32 = 12.0;
+const BANDS: i32 = 8;
 const DF_LEVELS: i32 = 49;
+/// Which of the three peaks is loudest: a, b or c.
+const LOUDEST_LEVELS: i32 = 3;
 
 /// Multi-probe margins (in quantisation units of each field).
 const PROBE_MARGIN_DF: f32 = 0.2;
 const PROBE_MARGIN_RATIO: f32 = 0.25;
 const PROBE_MARGIN_DT: f32 = 0.2;
-const PROBE_MARGIN_BAND: f32 = 0.15;
+const PROBE_MARGIN_BAND: f32 = 0.3;
+/// The runner-up is probed as "loudest" when within this much (log2 power,
+/// ≈ 3 dB per unit) of the loudest peak.
+const PROBE_MARGIN_LOUDEST: f32 = 0.5;
 
 /// Frames per parallel block (≈ 20 s).
 pub const BLOCK_FRAMES: usize = 2_500;
@@ -157,7 +166,7 @@ pub struct Peak {
 /// One hash with the anchor's position: what the index stores and the query looks up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Print {
-    /// 20-bit hash (see module docs).
+    /// Hash below 2^[`HASH_BITS`] (see module docs).
     pub hash: u32,
     /// Anchor frame.
     pub t_frame: u32,
@@ -166,7 +175,11 @@ pub struct Print {
 }
 
 /// Number of significant bits in [`Print::hash`].
-pub const HASH_BITS: u32 = 20;
+pub const HASH_BITS: u32 = 22;
+const _: () = assert!(
+    (BANDS * DF_LEVELS * DF_LEVELS * RATIO_LEVELS as i32 * DT_LOG_BINS * LOUDEST_LEVELS) as u64
+        <= 1u64 << HASH_BITS
+);
 
 /// A picked peak as kept for match verification (the matcher checks that the
 /// reference's peaks reappear in the query under the found alignment).
@@ -588,6 +601,20 @@ struct TripletFields {
     df_ac: Field,
     ratio: Field,
     dt: Field,
+    loudest: Field,
+}
+
+/// Which of the triplet's peaks is loudest (0 = a, 1 = b, 2 = c), with the
+/// runner-up as the probe when the two are close.
+fn loudest_field(levels: [f32; 3], probe: bool) -> Field {
+    let mut order = [0usize, 1, 2];
+    order.sort_by(|&i, &j| levels[j].total_cmp(&levels[i]).then(i.cmp(&j)));
+    let (first, second) = (order[0], order[1]);
+    let close = levels[first] - levels[second] < PROBE_MARGIN_LOUDEST;
+    Field {
+        value: first as i32,
+        alt: (probe && close).then_some(second as i32),
+    }
 }
 
 fn triplet_fields(a: &Peak, b: &Peak, c: &Peak, probe: bool) -> Option<TripletFields> {
@@ -613,6 +640,7 @@ fn triplet_fields(a: &Peak, b: &Peak, c: &Peak, probe: bool) -> Option<TripletFi
             probe,
         ),
         dt: Field::floored(dt_x, PROBE_MARGIN_DT, 0, DT_LOG_BINS - 1, probe),
+        loudest: loudest_field([a.level, b.level, c.level], probe),
     })
 }
 
@@ -624,11 +652,21 @@ fn emit_hashes(f: &TripletFields, anchor: &Peak, out: &mut Vec<Print>) {
             for df_ac in f.df_ac.options() {
                 for ratio in f.ratio.options() {
                     for dt in f.dt.options() {
-                        out.push(Print {
-                            hash: pack_hash(band, df_ab + half_df, df_ac + half_df, ratio, dt),
-                            t_frame: anchor.frame,
-                            f_half_bins,
-                        });
+                        for loudest in f.loudest.options() {
+                            let fields = HashFields {
+                                band,
+                                df_ab: df_ab + half_df,
+                                df_ac: df_ac + half_df,
+                                ratio,
+                                dt,
+                                loudest,
+                            };
+                            out.push(Print {
+                                hash: pack_hash(fields),
+                                t_frame: anchor.frame,
+                                f_half_bins,
+                            });
+                        }
                     }
                 }
             }
@@ -636,14 +674,27 @@ fn emit_hashes(f: &TripletFields, anchor: &Peak, out: &mut Vec<Print>) {
     }
 }
 
-/// Packs the fields into a 20-bit hash: band 2 | Δf_ab 6 | Δf_ac 6 | ratio 4 | Δt 2.
-fn pack_hash(band: i32, df_ab: i32, df_ac: i32, ratio: i32, dt: i32) -> u32 {
-    let field = |v: i32, bits: u32| (v as u32) & ((1 << bits) - 1);
-    (field(band, 2) << 18)
-        | (field(df_ab, 6) << 12)
-        | (field(df_ac, 6) << 6)
-        | (field(ratio, 4) << 2)
-        | field(dt, 2)
+/// Quantised hash fields, each in `0..levels`.
+struct HashFields {
+    band: i32,
+    df_ab: i32,
+    df_ac: i32,
+    ratio: i32,
+    dt: i32,
+    loudest: i32,
+}
+
+/// Packs the fields in mixed radix (no level wasted), below
+/// 8 × 49 × 49 × 16 × 4 × 3 = 3 687 936 < 2^22: the anchor band is the most
+/// significant digit, which of the three peaks is loudest the least.
+fn pack_hash(f: HashFields) -> u32 {
+    let digit = |v: i32, levels: i32| v.clamp(0, levels - 1) as u32;
+    let mut hash = digit(f.band, BANDS);
+    hash = hash * DF_LEVELS as u32 + digit(f.df_ab, DF_LEVELS);
+    hash = hash * DF_LEVELS as u32 + digit(f.df_ac, DF_LEVELS);
+    hash = hash * RATIO_LEVELS as u32 + digit(f.ratio, RATIO_LEVELS as i32);
+    hash = hash * DT_LOG_BINS as u32 + digit(f.dt, DT_LOG_BINS);
+    hash * LOUDEST_LEVELS as u32 + digit(f.loudest, LOUDEST_LEVELS)
 }
 
 /// Incremental fingerprinting of a stream of mono blocks: memory stays bounded by
@@ -654,6 +705,8 @@ pub struct StreamingFingerprinter {
     /// Samples not yet fully consumed; `buffer[0]` is whole-signal sample `buffer_start`.
     buffer: Vec<f32>,
     buffer_start: usize,
+    /// Blocks fingerprinted together, in parallel, once enough audio has come.
+    batch_blocks: usize,
     /// Next anchor frame to fingerprint.
     next_frame: usize,
     total_samples: usize,
@@ -665,10 +718,17 @@ const STREAM_BATCH_BLOCKS: usize = 4;
 
 impl StreamingFingerprinter {
     pub fn new(side: Side) -> Self {
+        Self::with_batch_blocks(side, STREAM_BATCH_BLOCKS)
+    }
+
+    /// Fingerprints every `batch_blocks` blocks as they become ready (smaller
+    /// batches start sooner: useful when decoding runs on another thread).
+    pub fn with_batch_blocks(side: Side, batch_blocks: usize) -> Self {
         Self {
             side,
             buffer: Vec::new(),
             buffer_start: 0,
+            batch_blocks: batch_blocks.max(1),
             next_frame: 0,
             total_samples: 0,
             done: Fingerprint::default(),
@@ -680,7 +740,7 @@ impl StreamingFingerprinter {
         self.buffer.extend_from_slice(samples);
         self.total_samples += samples.len();
         let (_, after) = context_frames(self.side);
-        let batch_frames = BLOCK_FRAMES * STREAM_BATCH_BLOCKS;
+        let batch_frames = BLOCK_FRAMES * self.batch_blocks;
         let needed_frame = self.next_frame + batch_frames + after + 1;
         if self.buffered_frames_end() >= needed_frame {
             self.process_until(self.next_frame + batch_frames);
@@ -804,10 +864,39 @@ mod tests {
     }
 
     #[test]
-    fn hash_fits_in_hash_bits() {
-        let h = pack_hash(3, 48, 48, 15, 3);
-        assert!(h < (1 << HASH_BITS));
-        assert_ne!(pack_hash(1, 2, 3, 4, 1), pack_hash(1, 2, 3, 4, 2));
+    fn hash_fits_in_hash_bits_and_is_injective() {
+        let fields = |band, df_ab, df_ac, ratio, dt, loudest| HashFields {
+            band,
+            df_ab,
+            df_ac,
+            ratio,
+            dt,
+            loudest,
+        };
+        let top = pack_hash(fields(BANDS - 1, 48, 48, 15, 3, 2));
+        assert!(top < (1 << HASH_BITS));
+        assert_eq!(top as usize + 1, 8 * 49 * 49 * 16 * 4 * 3);
+        let base = pack_hash(fields(1, 2, 3, 4, 1, 0));
+        for other in [
+            fields(2, 2, 3, 4, 1, 0),
+            fields(1, 3, 3, 4, 1, 0),
+            fields(1, 2, 4, 4, 1, 0),
+            fields(1, 2, 3, 5, 1, 0),
+            fields(1, 2, 3, 4, 2, 0),
+            fields(1, 2, 3, 4, 1, 1),
+        ] {
+            assert_ne!(pack_hash(other), base);
+        }
+    }
+
+    #[test]
+    fn loudest_field_probes_a_close_runner_up() {
+        let clear = loudest_field([1.0, 3.0, 0.0], true);
+        assert_eq!((clear.value, clear.alt), (1, None));
+        let close = loudest_field([2.8, 3.0, 0.0], true);
+        assert_eq!((close.value, close.alt), (1, Some(0)));
+        let reference = loudest_field([2.8, 3.0, 0.0], false);
+        assert_eq!((reference.value, reference.alt), (1, None));
     }
 
     #[test]

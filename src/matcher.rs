@@ -41,8 +41,6 @@
 //!    above that and are re-checked on audio not in the index by the accuracy
 //!    harness (`earmark eval`).
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::fingerprint::{FRAMES_PER_SECOND, Fingerprint, HASH_BITS, PeakPoint, Print};
@@ -181,15 +179,8 @@ struct Hit {
 
 /// Finds every work of `index` inside `query` (sorted by query start).
 pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) -> Vec<Match> {
-    let mut candidates: Vec<(WorkRef, Vec<Hit>)> = gather_hits(index, &query.prints)
-        .into_iter()
-        .filter(|(_, hits)| hits.len() >= PAIR_CLUSTER_HITS)
-        .map(|(r, mut hits)| {
-            hits.sort_unstable();
-            hits.dedup_by(|a, b| a.tq == b.tq && a.tr == b.tr);
-            (r, hits)
-        })
-        .collect();
+    let work_hits = gather_hits(index, &query.prints);
+    let mut candidates = work_hits.candidates();
     candidates.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
     tracing::debug!(
         prints = query.prints.len(),
@@ -205,7 +196,7 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
         if work_hits.len() < CANDIDATE_MIN_HITS || (!strong && rank >= MAX_WEAK_CANDIDATE_WORKS) {
             break;
         }
-        for segment in align_work(work_hits.clone(), CANDIDATE_MIN_HITS as f64) {
+        for segment in align_work(work_hits.to_vec(), CANDIDATE_MIN_HITS as f64) {
             if segment.anchors < CANDIDATE_MIN_HITS {
                 continue;
             }
@@ -292,12 +283,13 @@ const MAX_PAIR_HYPOTHESES: usize = 48;
 /// Alignments at speed 1 supported by a few hits (≥ [`PAIR_CLUSTER_HITS`]) that
 /// the Hough stage did not already propose, largest clusters first.
 fn pair_hypotheses(
-    candidates: &[(WorkRef, Vec<Hit>)],
+    candidates: &[(WorkRef, &[Hit])],
     verified: &[(f64, WorkRef, Segment)],
     query_frames: f64,
 ) -> Vec<(WorkRef, Segment)> {
     let mut found: Vec<(usize, WorkRef, Segment)> = Vec::new();
     let mut offsets: Vec<(i64, i32, u32)> = Vec::new();
+    let mut anchors: Vec<u32> = Vec::new();
     for (work_ref, hits) in candidates {
         offsets.clear();
         offsets.extend(
@@ -313,11 +305,13 @@ fn pair_hypotheses(
             }
             let cluster = &offsets[i..j];
             let pitch = cluster[cluster.len() / 2].1;
-            let mut anchors: Vec<u32> = cluster
-                .iter()
-                .filter(|c| (c.1 - pitch).abs() <= PAIR_PITCH_TOLERANCE_HALF_BINS)
-                .map(|c| c.2)
-                .collect();
+            anchors.clear();
+            anchors.extend(
+                cluster
+                    .iter()
+                    .filter(|c| (c.1 - pitch).abs() <= PAIR_PITCH_TOLERANCE_HALF_BINS)
+                    .map(|c| c.2),
+            );
             anchors.sort_unstable();
             anchors.dedup_by(|b, a| *b < *a + PAIR_MIN_ANCHOR_GAP_FRAMES);
             if anchors.len() >= PAIR_CLUSTER_HITS {
@@ -524,12 +518,36 @@ fn stop_hash_postings(index: &Index) -> usize {
     ((STOP_HASH_MEAN_MULTIPLE * mean).ceil() as usize).max(MIN_STOP_POSTINGS)
 }
 
-fn gather_hits(index: &Index, prints: &[Print]) -> HashMap<WorkRef, Vec<Hit>> {
+/// Hash hits of the query's prints, grouped by work.
+struct WorkHits {
+    /// Every kept hit, work after work; each work's run sorted and deduplicated.
+    hits: Vec<Hit>,
+    /// Per work with at least [`PAIR_CLUSTER_HITS`] distinct hits: its run in `hits`.
+    runs: Vec<(WorkRef, std::ops::Range<usize>)>,
+}
+
+impl WorkHits {
+    fn candidates(&self) -> Vec<(WorkRef, &[Hit])> {
+        self.runs
+            .iter()
+            .map(|(r, run)| (*r, &self.hits[run.clone()]))
+            .collect()
+    }
+}
+
+/// Looks up the query's prints and groups the hits by work.
+///
+/// Hits are gathered into one flat list and grouped by dense work slot with a
+/// counting sort into one buffer: a large catalog gives a few chance hits to
+/// very many works, and hashing each hit into a per-work vector was the
+/// lookup's main cost.
+fn gather_hits(index: &Index, prints: &[Print]) -> WorkHits {
     let max_postings = stop_hash_postings(index);
     let mut sorted: Vec<&Print> = prints.iter().collect();
     sorted.sort_unstable_by_key(|p| (p.hash, p.t_frame, p.f_half_bins));
     sorted.dedup_by_key(|p| (p.hash, p.t_frame, p.f_half_bins));
-    let mut hits: HashMap<WorkRef, Vec<Hit>> = HashMap::new();
+    let mut hits_per_slot: Vec<u32> = vec![0; index.work_slot_count()];
+    let mut flat: Vec<(u32, Hit)> = Vec::new();
     let mut postings = Vec::new();
     let mut i = 0;
     while i < sorted.len() {
@@ -541,7 +559,7 @@ fn gather_hits(index: &Index, prints: &[Print]) -> HashMap<WorkRef, Vec<Hit>> {
         postings.clear();
         index.lookup(hash, |r, p| {
             if postings.len() <= max_postings {
-                postings.push((r, p));
+                postings.push((index.work_slot(r), p));
             }
         });
         if postings.len() > max_postings {
@@ -549,23 +567,79 @@ fn gather_hits(index: &Index, prints: &[Print]) -> HashMap<WorkRef, Vec<Hit>> {
             continue;
         }
         for q in &sorted[i..j] {
-            for (r, p) in &postings {
+            for &(slot, p) in &postings {
                 if (i32::from(q.f_half_bins) - i32::from(p.f_half_bins)).abs()
                     > MAX_PITCH_SHIFT_HALF_BINS
                 {
                     continue;
                 }
-                hits.entry(*r).or_default().push(Hit {
-                    tq: q.t_frame,
-                    tr: p.t_frame,
-                    fq: q.f_half_bins,
-                    fr: p.f_half_bins,
-                });
+                let Some(count) = hits_per_slot.get_mut(slot) else {
+                    continue;
+                };
+                *count += 1;
+                flat.push((
+                    slot as u32,
+                    Hit {
+                        tq: q.t_frame,
+                        tr: p.t_frame,
+                        fq: q.f_half_bins,
+                        fr: p.f_half_bins,
+                    },
+                ));
             }
         }
         i = j;
     }
-    hits
+    // Works with enough hits get a run; `hits_per_slot` becomes the next free
+    // position of the slot's run plus one (0: the slot's hits are dropped).
+    let mut runs: Vec<(WorkRef, std::ops::Range<usize>)> = Vec::new();
+    let mut next = 0usize;
+    for (slot, count) in hits_per_slot.iter_mut().enumerate() {
+        let n = *count as usize;
+        match index.work_ref_of_slot(slot) {
+            Some(r) if n >= PAIR_CLUSTER_HITS => {
+                runs.push((r, next..next + n));
+                *count = next as u32 + 1;
+                next += n;
+            }
+            _ => *count = 0,
+        }
+    }
+    let mut hits = vec![
+        Hit {
+            tq: 0,
+            tr: 0,
+            fq: 0,
+            fr: 0
+        };
+        next
+    ];
+    for (slot, hit) in flat {
+        let cursor = &mut hits_per_slot[slot as usize];
+        if let Some(at) = (*cursor as usize).checked_sub(1) {
+            hits[at] = hit;
+            *cursor += 1;
+        }
+    }
+    // Sort and deduplicate each run in place, closing the gaps.
+    let mut write = 0;
+    for (_, run) in &mut runs {
+        let group = &mut hits[run.clone()];
+        group.sort_unstable();
+        let mut kept = 0;
+        for k in 0..group.len() {
+            if kept == 0 || (group[k].tq, group[k].tr) != (group[kept - 1].tq, group[kept - 1].tr) {
+                group[kept] = group[k];
+                kept += 1;
+            }
+        }
+        hits.copy_within(run.start..run.start + kept, write);
+        *run = write..write + kept;
+        write += kept;
+    }
+    hits.truncate(write);
+    runs.retain(|(_, run)| run.len() >= PAIR_CLUSTER_HITS);
+    WorkHits { hits, runs }
 }
 
 /// A contiguous, consistent stretch of hits of one work.

@@ -189,6 +189,8 @@ pub struct Index {
     /// Per segment, per work: removed?
     removed: Vec<Vec<bool>>,
     live: HashMap<String, WorkRef>,
+    /// Per segment: the dense work slot of its first work (see [`Index::work_slot`]).
+    slot_base: Vec<u32>,
 }
 
 /// Summary figures for `earmark index stats`.
@@ -248,12 +250,19 @@ impl Index {
             removed.push(gone);
             segments.push(seg);
         }
+        let mut slot_base = Vec::with_capacity(segments.len());
+        let mut next_slot = 0u32;
+        for seg in &segments {
+            slot_base.push(next_slot);
+            next_slot = next_slot.saturating_add(seg.works.len() as u32);
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
             segments,
             removed,
             live,
+            slot_base,
         })
     }
 
@@ -293,6 +302,31 @@ impl Index {
 
     pub fn live_work_count(&self) -> usize {
         self.live.len()
+    }
+
+    /// Number of work slots: every work of every segment, removed ones included.
+    pub fn work_slot_count(&self) -> usize {
+        self.segments.iter().map(|s| s.works.len()).sum()
+    }
+
+    /// Dense number of a work in `0..work_slot_count()`, for per-work arrays.
+    pub fn work_slot(&self, r: WorkRef) -> usize {
+        self.slot_base
+            .get(r.segment as usize)
+            .map_or(usize::MAX, |&base| base as usize + r.work as usize)
+    }
+
+    /// The work in `slot` (inverse of [`Index::work_slot`]).
+    pub fn work_ref_of_slot(&self, slot: usize) -> Option<WorkRef> {
+        let segment = self
+            .slot_base
+            .partition_point(|&base| base as usize <= slot)
+            .checked_sub(1)?;
+        let work = slot - self.slot_base[segment] as usize;
+        (work < self.segments[segment].works.len()).then_some(WorkRef {
+            segment: segment as u32,
+            work: work as u32,
+        })
     }
 
     /// Calls `visit` for every live posting of `hash`.
