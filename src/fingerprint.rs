@@ -44,7 +44,7 @@
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
-use crate::spectrogram::{self, FFT_SIZE, HOP_SAMPLES, Spectrogram};
+use crate::spectrogram::{self, FFT_SIZE, HOP_SAMPLES, Spectrogram, max_f32};
 
 pub use crate::spectrogram::{FRAMES_PER_SECOND, SAMPLE_RATE_HZ};
 
@@ -376,20 +376,43 @@ fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> Vec<Peak> {
 /// Maximum over ± `half` bins along frequency, per frame.
 fn max_filter_bins(spec: ArrayView2<f32>, half: usize) -> Array2<f32> {
     let (frames, bins) = spec.dim();
-    let mut out = Array2::<f32>::zeros((frames, bins));
+    let mut out_cells: Vec<f32> = Vec::with_capacity(frames * bins);
+    let mut out_row = vec![0.0f32; bins];
     let mut table = SparseMaxTable::default();
     let mut row_buf = Vec::with_capacity(bins);
-    for (row, mut out_row) in spec.outer_iter().zip(out.outer_iter_mut()) {
-        row_buf.clear();
-        row_buf.extend(row.iter().copied());
-        table.build(&row_buf, 2 * half + 1);
-        for (k, out) in out_row.iter_mut().enumerate() {
+    let window = 2 * half + 1;
+    for row in spec.outer_iter() {
+        let row = match row.to_slice() {
+            Some(cells) => cells,
+            None => {
+                row_buf.clear();
+                row_buf.extend(row.iter().copied());
+                &row_buf[..]
+            }
+        };
+        table.build(row, window);
+        // Bins whose window lies inside the row: one fixed level, two loads,
+        // no index arithmetic per bin (the loop vectorises).
+        let interior = half..bins.saturating_sub(half);
+        if window <= bins && !interior.is_empty() {
+            let level = table.levels_for(window);
+            let span = 1usize << level;
+            let cells = &table.levels[level];
+            let first = &cells[interior.start - half..];
+            let second = &cells[interior.start + half + 1 - span..];
+            for ((dst, &a), &b) in out_row[interior.clone()].iter_mut().zip(first).zip(second) {
+                *dst = max_f32(a, b);
+            }
+        }
+        for k in (0..interior.start.min(bins)).chain(interior.end.max(interior.start)..bins) {
             let lo = k.saturating_sub(half);
             let hi = (k + half).min(bins - 1);
-            *out = table.max(lo, hi);
+            out_row[k] = table.max(lo, hi);
         }
+        out_cells.extend_from_slice(&out_row);
     }
-    out
+    Array2::from_shape_vec((frames, bins), out_cells)
+        .unwrap_or_else(|_| Array2::zeros((frames, bins)))
 }
 
 /// Range maximum by a sparse table: `levels[l][i]` is the maximum of
@@ -418,12 +441,18 @@ impl SparseMaxTable {
             let prev = &done[l - 1];
             let next = &mut todo[0];
             next.clear();
+            // Two slice iterators zipped: exact length, no zero fill, vectorised.
             next.extend(
                 prev.iter()
-                    .zip(prev.iter().skip(step))
-                    .map(|(a, b)| a.max(*b)),
+                    .zip(prev.get(step..).unwrap_or_default())
+                    .map(|(&a, &b)| max_f32(a, b)),
             );
         }
+    }
+
+    /// Level whose spans cover a window of `len` cells with two of them.
+    fn levels_for(&self, len: usize) -> usize {
+        (usize::BITS - 1 - len.max(1).leading_zeros()) as usize
     }
 
     /// Maximum of `row[lo..=hi]` (`lo ≤ hi`, window no longer than built for).
@@ -431,7 +460,7 @@ impl SparseMaxTable {
         let len = hi - lo + 1;
         let l = (usize::BITS - 1 - len.leading_zeros()) as usize;
         let level = &self.levels[l];
-        level[lo].max(level[hi + 1 - (1 << l)])
+        max_f32(level[lo], level[hi + 1 - (1 << l)])
     }
 }
 

@@ -16,8 +16,9 @@
 //! * [`decode`] probes any supported container by content (symphonia), down-mixes to
 //!   mono and resamples (rubato) to [`fingerprint::SAMPLE_RATE_HZ`], streaming in
 //!   blocks so memory stays bounded; limits are checked before work is done.
-//! * [`spectrogram`] computes a short-time power spectrum with a real FFT planned once
-//!   per thread (realfft over rustfft) into an `ndarray` frames × bins matrix.
+//! * [`spectrogram`] computes a short-time power spectrum with an FFT planned once
+//!   per thread (rustfft; two real frames share one complex transform) into an
+//!   `ndarray` frames × bins matrix.
 //! * [`fingerprint`] picks spectral peaks at a controlled density and hashes
 //!   *triplets* of peaks with time **ratios** and log-frequency **differences**, so
 //!   hashes survive speed, tempo and pitch changes as well as noise and codecs. Long
