@@ -91,11 +91,23 @@ pub fn fingerprint_file(
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<f32>>(PIPELINE_QUEUE_BLOCKS);
     std::thread::scope(|scope| {
         let decoder = scope.spawn(move || {
-            decode::decode_file_stream(path, limits, SAMPLE_RATE_HZ, |block| {
-                // A send fails only once the receiver is gone, and it is not
-                // dropped before the decoder is joined.
-                let _ = sender.send(block.to_vec());
-            })
+            // Decoded packets are small (a few hundred samples at 8 kHz): they
+            // are sent in chunks so the two threads do not wake each other for
+            // every packet. A send fails only once the receiver is gone, and it
+            // is not dropped before the decoder is joined.
+            let mut chunk: Vec<f32> = Vec::with_capacity(PIPELINE_CHUNK_SAMPLES);
+            let info = decode::decode_file_stream(path, limits, SAMPLE_RATE_HZ, |block| {
+                chunk.extend_from_slice(block);
+                if chunk.len() >= PIPELINE_CHUNK_SAMPLES {
+                    let full =
+                        std::mem::replace(&mut chunk, Vec::with_capacity(PIPELINE_CHUNK_SAMPLES));
+                    let _ = sender.send(full);
+                }
+            });
+            if !chunk.is_empty() {
+                let _ = sender.send(chunk);
+            }
+            info
         });
         let mut fingerprinter = StreamingFingerprinter::with_batch_blocks(side, 1);
         for block in receiver {
@@ -108,8 +120,10 @@ pub fn fingerprint_file(
     })
 }
 
-/// Decoded blocks queued between the decoding thread and the fingerprinter.
-const PIPELINE_QUEUE_BLOCKS: usize = 256;
+/// Chunks queued between the decoding thread and the fingerprinter.
+const PIPELINE_QUEUE_BLOCKS: usize = 16;
+/// Samples per chunk sent from the decoding thread (2 s at 8 kHz).
+const PIPELINE_CHUNK_SAMPLES: usize = 2 * SAMPLE_RATE_HZ as usize;
 
 /// Fingerprints in-memory encoded audio (e.g. an upload).
 pub fn fingerprint_bytes(

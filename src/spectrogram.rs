@@ -1,9 +1,9 @@
 //! Short-time spectrum on a **logarithmic frequency axis**.
 //!
 //! A Hann-windowed FFT (rustfft, planned once per thread; two real frames per
-//! complex transform) gives the power spectrum of each frame; its linear bins are then pooled onto a log-frequency
-//! grid of [`BINS_PER_OCTAVE`] bins per octave between [`MIN_FREQ_HZ`] and
-//! [`MAX_FREQ_HZ`]. On that grid a pitch shift or a speed change is a plain
+//! complex transform) gives the power spectrum of each frame; its linear bins
+//! are then pooled onto a log-frequency grid of [`BINS_PER_OCTAVE`] bins per
+//! octave between [`MIN_FREQ_HZ`] and [`MAX_FREQ_HZ`]. On that grid a pitch shift or a speed change is a plain
 //! *translation* along the frequency axis, which is what lets the fingerprint's
 //! frequency *differences* stay invariant. Values are `log2` of power (1 unit ≈ 3 dB).
 
