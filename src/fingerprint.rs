@@ -44,7 +44,7 @@
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
-use crate::spectrogram::{self, FFT_SIZE, HOP_SAMPLES, Spectrogram, max_f32};
+use crate::spectrogram::{self, FFT_SIZE, HOP_SAMPLES, Spectrogram, max_f32, span_level};
 
 pub use crate::spectrogram::{FRAMES_PER_SECOND, SAMPLE_RATE_HZ};
 
@@ -395,7 +395,7 @@ fn max_filter_bins(spec: ArrayView2<f32>, half: usize) -> Array2<f32> {
         // no index arithmetic per bin (the loop vectorises).
         let interior = half..bins.saturating_sub(half);
         if window <= bins && !interior.is_empty() {
-            let level = table.levels_for(window);
+            let level = span_level(window);
             let span = 1usize << level;
             let cells = &table.levels[level];
             let first = &cells[interior.start - half..];
@@ -450,15 +450,9 @@ impl SparseMaxTable {
         }
     }
 
-    /// Level whose spans cover a window of `len` cells with two of them.
-    fn levels_for(&self, len: usize) -> usize {
-        (usize::BITS - 1 - len.max(1).leading_zeros()) as usize
-    }
-
     /// Maximum of `row[lo..=hi]` (`lo ≤ hi`, window no longer than built for).
     fn max(&self, lo: usize, hi: usize) -> f32 {
-        let len = hi - lo + 1;
-        let l = (usize::BITS - 1 - len.leading_zeros()) as usize;
+        let l = span_level(hi - lo + 1);
         let level = &self.levels[l];
         max_f32(level[lo], level[hi + 1 - (1 << l)])
     }

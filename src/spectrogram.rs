@@ -3,9 +3,10 @@
 //! A Hann-windowed FFT (rustfft, planned once per thread; two real frames per
 //! complex transform) gives the power spectrum of each frame; its linear bins
 //! are then pooled onto a log-frequency grid of [`BINS_PER_OCTAVE`] bins per
-//! octave between [`MIN_FREQ_HZ`] and [`MAX_FREQ_HZ`]. On that grid a pitch shift or a speed change is a plain
-//! *translation* along the frequency axis, which is what lets the fingerprint's
-//! frequency *differences* stay invariant. Values are `log2` of power (1 unit ≈ 3 dB).
+//! octave between [`MIN_FREQ_HZ`] and [`MAX_FREQ_HZ`]. On that grid a pitch
+//! shift or a speed change is a plain *translation* along the frequency axis,
+//! which is what lets the fingerprint's frequency *differences* stay invariant.
+//! Values are `log2` of power (1 unit ≈ 3 dB).
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -102,9 +103,15 @@ struct FftWorkspace {
 /// fold over each range was a chain of dependent `max`es and a tenth of the
 /// fingerprinter's time). Returns the level and the two span starts.
 fn span_cover(lo: usize, hi: usize) -> (usize, usize, usize) {
-    let len = hi + 1 - lo;
-    let level = (usize::BITS - 1 - len.leading_zeros()) as usize;
+    let level = span_level(hi + 1 - lo);
     (level, lo, hi + 1 - (1 << level))
+}
+
+/// The largest `l` with `2^l ≤ len` (`len ≥ 1`): two spans of `2^l` cells
+/// cover any range of `len` cells. Shared by every sparse range-maximum here
+/// and in peak picking.
+pub fn span_level(len: usize) -> usize {
+    (usize::BITS - 1 - len.max(1).leading_zeros()) as usize
 }
 
 impl FftWorkspace {
