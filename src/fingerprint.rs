@@ -428,10 +428,7 @@ struct SparseMaxTable {
 impl SparseMaxTable {
     /// Builds the levels needed for windows up to `max_window` long.
     fn build(&mut self, row: &[f32], max_window: usize) {
-        let mut depth = 1;
-        while (1usize << depth) <= max_window {
-            depth += 1;
-        }
+        let depth = span_level(max_window) + 1;
         self.levels.resize_with(depth, Vec::new);
         self.levels[0].clear();
         self.levels[0].extend_from_slice(row);

@@ -191,6 +191,8 @@ pub struct Index {
     live: HashMap<String, WorkRef>,
     /// Per segment: the dense work slot of its first work (see [`Index::work_slot`]).
     slot_base: Vec<u32>,
+    /// Work slots in all: every work of every segment, removed ones included.
+    slot_count: usize,
 }
 
 /// Summary figures for `earmark index stats`.
@@ -263,6 +265,7 @@ impl Index {
             removed,
             live,
             slot_base,
+            slot_count: next_slot as usize,
         })
     }
 
@@ -306,7 +309,7 @@ impl Index {
 
     /// Number of work slots: every work of every segment, removed ones included.
     pub fn work_slot_count(&self) -> usize {
-        self.segments.iter().map(|s| s.works.len()).sum()
+        self.slot_count
     }
 
     /// Dense number of a work in `0..work_slot_count()`, for per-work arrays.
