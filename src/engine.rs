@@ -109,7 +109,7 @@ pub fn fingerprint_file(
             }
             info
         });
-        let mut fingerprinter = StreamingFingerprinter::with_batch_blocks(side, 1);
+        let mut fingerprinter = StreamingFingerprinter::pipelined(side);
         for block in receiver {
             fingerprinter.push(&block);
         }

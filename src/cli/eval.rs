@@ -341,7 +341,7 @@ pub fn run(args: &EvalArgs) -> Result<u8> {
     }
     let config = MatcherConfig {
         min_score: SWEEP_THRESHOLDS[0].min(args.thresholds.min_score),
-        confident_score: args.thresholds.confident_score,
+        ..args.thresholds.matcher_config()
     };
     eprintln!(
         "eval: {} queries against {} works…",

@@ -188,6 +188,13 @@ pub struct Thresholds {
     /// Matches scoring at least this are confident.
     #[arg(long, default_value_t = crate::matcher::DEFAULT_CONFIDENT_SCORE)]
     pub confident_score: f64,
+    /// Works searched peak by peak when no hash alignment of them was found
+    /// (finds works mixed under louder audio; 0 turns the deep search off).
+    #[arg(long, default_value_t = crate::matcher::DEFAULT_DEEP_SEARCH_WORKS)]
+    pub deep_search_works: usize,
+    /// Deep-search matches must score at least this.
+    #[arg(long, default_value_t = crate::matcher::DEFAULT_DEEP_MIN_SCORE)]
+    pub deep_min_score: f64,
 }
 
 impl Thresholds {
@@ -195,6 +202,8 @@ impl Thresholds {
         MatcherConfig {
             min_score: self.min_score,
             confident_score: self.confident_score,
+            deep_search_works: self.deep_search_works,
+            deep_min_score: self.deep_min_score,
         }
     }
 }
