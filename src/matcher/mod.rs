@@ -280,7 +280,7 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
         for (_, work_ref, segment) in hypotheses {
             let mut peaks = PeakCheck::new(&query.peaks, &consumed, &mut ref_peaks);
             let score = peaks.verify(index, work_ref, &segment, None).score();
-            if score >= config.deep_min_score {
+            if score >= segment.required_score(config) {
                 verified.push((score, work_ref, segment));
             }
         }
@@ -308,12 +308,7 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
         let mut peaks = PeakCheck::new(&query.peaks, &consumed, &mut ref_peaks);
         let evidence = peaks.verify(index, work_ref, &segment, Some(&mut explained));
         let score = evidence.score();
-        let required = if segment.deep {
-            config.deep_min_score
-        } else {
-            config.min_score
-        };
-        if score >= required {
+        if score >= segment.required_score(config) {
             for &i in &explained {
                 consumed[i] = true;
             }
@@ -734,6 +729,15 @@ struct Segment {
 }
 
 impl Segment {
+    /// The score this alignment must reach to be reported.
+    fn required_score(&self, config: &MatcherConfig) -> f64 {
+        if self.deep {
+            config.deep_min_score
+        } else {
+            config.min_score
+        }
+    }
+
     fn into_match(
         self,
         work_id: &str,
