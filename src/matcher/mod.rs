@@ -229,19 +229,24 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
     let mut verified: Vec<(f64, WorkRef, Segment)> = Vec::new();
     let mut ref_peaks = Vec::new();
     let mut consumed = vec![false; query.peaks.len()];
+    // Verifies a hypothesis against every query peak; keeps it if it scores.
+    let mut check = |work_ref: WorkRef, segment: Segment, verified: &mut Vec<_>| {
+        let threshold = segment.required_score(config);
+        let score = PeakCheck::new(&query.peaks, &consumed, &mut ref_peaks)
+            .verify(index, work_ref, &segment, threshold, None)
+            .score();
+        if score >= threshold {
+            verified.push((score, work_ref, segment));
+        }
+    };
     for (rank, (work_ref, work_hits)) in candidates.iter().enumerate() {
         let strong = work_hits.len() >= STRONG_CANDIDATE_HITS;
         if work_hits.len() < CANDIDATE_MIN_HITS || (!strong && rank >= MAX_WEAK_CANDIDATE_WORKS) {
             break;
         }
         for segment in align_work(work_hits.to_vec(), CANDIDATE_MIN_HITS as f64) {
-            if segment.anchors < CANDIDATE_MIN_HITS {
-                continue;
-            }
-            let mut peaks = PeakCheck::new(&query.peaks, &consumed, &mut ref_peaks);
-            let score = peaks.verify(index, *work_ref, &segment, None).score();
-            if score >= config.min_score {
-                verified.push((score, *work_ref, segment));
+            if segment.anchors >= CANDIDATE_MIN_HITS {
+                check(*work_ref, segment, &mut verified);
             }
         }
     }
@@ -250,11 +255,7 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
     // agreeing on an unscaled alignment are verified too (the peaks decide).
     let query_frames = query.frames as f64;
     for (work_ref, segment) in pair_hypotheses(&candidates, &verified, query_frames) {
-        let mut peaks = PeakCheck::new(&query.peaks, &consumed, &mut ref_peaks);
-        let score = peaks.verify(index, work_ref, &segment, None).score();
-        if score >= config.min_score {
-            verified.push((score, work_ref, segment));
-        }
+        check(work_ref, segment, &mut verified);
     }
     // Works mixed under louder audio may keep no consistent hash at all: the
     // shortlisted works the hash stages did not find (or found only weakly)
@@ -278,11 +279,7 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
             config.deep_min_score,
         );
         for (_, work_ref, segment) in hypotheses {
-            let mut peaks = PeakCheck::new(&query.peaks, &consumed, &mut ref_peaks);
-            let score = peaks.verify(index, work_ref, &segment, None).score();
-            if score >= segment.required_score(config) {
-                verified.push((score, work_ref, segment));
-            }
+            check(work_ref, segment, &mut verified);
         }
     }
     // Explaining away, strongest first: query peaks that an accepted match
@@ -305,10 +302,11 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
             continue;
         };
         explained.clear();
+        let threshold = segment.required_score(config);
         let mut peaks = PeakCheck::new(&query.peaks, &consumed, &mut ref_peaks);
-        let evidence = peaks.verify(index, work_ref, &segment, Some(&mut explained));
+        let evidence = peaks.verify(index, work_ref, &segment, threshold, Some(&mut explained));
         let score = evidence.score();
-        if score >= segment.required_score(config) {
+        if score >= threshold {
             for &i in &explained {
                 consumed[i] = true;
             }
@@ -443,11 +441,17 @@ impl<'a> PeakCheck<'a> {
 
     /// Checks where the alignment of `segment` puts the reference's peaks in the
     /// query; with `explained`, collects the query peaks the alignment found.
+    ///
+    /// Evidence that cannot reach `threshold` is returned as soon as that is
+    /// certain, with the chance level measured so far (a lower bound): its
+    /// score is then below `threshold` but not exact. Most hypotheses are
+    /// chance alignments, and this skips most of their chance shifts.
     fn verify(
         &mut self,
         index: &Index,
         work_ref: WorkRef,
         segment: &Segment,
+        threshold: f64,
         explained: Option<&mut Vec<usize>>,
     ) -> PeakEvidence {
         let margin = VERIFY_MARGIN_S * FRAMES_PER_SECOND;
@@ -494,23 +498,25 @@ impl<'a> PeakCheck<'a> {
             (checked, found)
         };
         let (checked, found) = count(0, explained);
-        let chance_total: f64 = CHANCE_SHIFTS_FRAMES
-            .iter()
-            .map(|&shift| {
-                let (c, f) = count(shift, None);
-                // Scale to the number of peaks of the true alignment.
-                if c == 0 {
-                    0.0
-                } else {
-                    f64::from(f) * f64::from(checked) / f64::from(c)
-                }
-            })
-            .sum();
-        PeakEvidence {
+        let mut evidence = PeakEvidence {
             checked,
             found,
-            chance: chance_total / CHANCE_SHIFTS_FRAMES.len() as f64,
+            chance: 0.0,
+        };
+        for &shift in &CHANCE_SHIFTS_FRAMES {
+            if evidence.score() < threshold {
+                // More chance only lowers the score.
+                break;
+            }
+            let (c, f) = count(shift, None);
+            // Scale to the number of peaks of the true alignment.
+            if c > 0 {
+                evidence.chance += f64::from(f) * f64::from(checked)
+                    / f64::from(c)
+                    / CHANCE_SHIFTS_FRAMES.len() as f64;
+            }
         }
+        evidence
     }
 }
 
@@ -920,8 +926,12 @@ fn vote(hits: &[Hit], slopes: impl Iterator<Item = f64>, bin_frames: f64) -> Opt
             continue;
         }
         let span = (hi - lo) as usize + 2;
-        counts.clear();
-        counts.resize(span, 0);
+        // `counts` is all zeros between slopes: only the bins hits landed in
+        // are cleared afterwards (a long query's offset range is much wider
+        // than its number of hits).
+        if counts.len() < span {
+            counts.resize(span, 0);
+        }
         // The fullest pair of adjacent bins (lowest first among equals), tracked
         // while counting: a pair's final count is seen when its last hit lands,
         // so this costs O(hits) however wide a long query's offset range is.
@@ -938,6 +948,9 @@ fn vote(hits: &[Hit], slopes: impl Iterator<Item = f64>, bin_frames: f64) -> Opt
                 consider(counts[i - 1] + counts[i], i - 1);
             }
             consider(counts[i] + counts[i + 1], i);
+        }
+        for &b in &bins {
+            counts[(b - lo) as usize] = 0;
         }
         if top_pair != usize::MAX && best.is_none_or(|v| top_count > v.count) {
             best = Some(Vote {
