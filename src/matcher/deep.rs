@@ -26,10 +26,8 @@
 //! about one window in a hundred. Only unscaled alignments are searched;
 //! sped-up or pitched copies keep enough triplets for the hash stages.
 
-use super::{
-    CHANCE_SHIFTS_FRAMES, FRAMES_PER_SECOND, Index, Segment, VERIFY_TOLERANCE_FRAMES,
-    VERIFY_TOLERANCE_HALF_BINS, WorkRef,
-};
+use super::verify::{CHANCE_SHIFTS_FRAMES, VERIFY_TOLERANCE_FRAMES, VERIFY_TOLERANCE_HALF_BINS};
+use super::{FRAMES_PER_SECOND, Index, Segment, WorkRef};
 use crate::fingerprint::PeakPoint;
 
 /// Query frames correlated together (10 s); windows overlap by half.

@@ -1,0 +1,246 @@
+//! Peak picking: local maxima of the log spectrogram at a controlled density
+//! (step 1 of the module docs).
+
+use ndarray::{Array2, ArrayView2};
+
+use super::{DENSITY_HALF_WINDOW_FRAMES, MIN_PROMINENCE, Peak, SILENCE_LOG2, Side};
+use crate::spectrogram::{Spectrogram, max_f32, span_level};
+
+/// Picks peaks at the side's hashing density (see module docs).
+pub fn pick_peaks(spectrogram: &Spectrogram, side: Side) -> Vec<Peak> {
+    limit_density(
+        peak_candidates(spectrogram, side),
+        side.params().peaks_per_second,
+    )
+}
+
+/// Every local maximum that qualifies as a peak, before density control.
+pub(super) fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> Vec<Peak> {
+    let spec = spectrogram.log.view();
+    let p = side.params();
+    let (frames, bins) = spec.dim();
+    if frames == 0 || bins == 0 {
+        return Vec::new();
+    }
+    let freq_max = max_filter_bins(spec, p.neighbourhood_bins);
+    let spec_rows = spec.as_standard_layout();
+    let (Some(cells), Some(max_cells)) = (spec_rows.as_slice(), freq_max.as_slice()) else {
+        return Vec::new();
+    };
+    let mut candidates = Vec::new();
+    let nt = p.neighbourhood_frames;
+    for (t, (row, max_row)) in cells
+        .chunks_exact(bins)
+        .zip(max_cells.chunks_exact(bins))
+        .enumerate()
+    {
+        // Summed as ndarray sums (same rounding as the indexed fingerprints).
+        let frame_mean = ndarray::ArrayView1::from(row).sum() / bins as f32;
+        let t_lo = t.saturating_sub(nt);
+        let t_hi = (t + nt).min(frames - 1);
+        // Edge bins are not local maxima of the spectrum, only of the grid.
+        for k in 1..bins.saturating_sub(1) {
+            let v = row[k];
+            if v < max_row[k] || v < SILENCE_LOG2 || v - frame_mean < MIN_PROMINENCE {
+                continue;
+            }
+            // Strict maximum with ties resolved to the earliest frame and lowest bin,
+            // so a plateau yields exactly one peak.
+            let column_max = |u: usize| max_cells[u * bins + k];
+            if (t + 1..=t_hi).any(|u| column_max(u) > v)
+                || (t_lo..t).any(|u| column_max(u) >= v)
+                || row[k.saturating_sub(p.neighbourhood_bins)..k]
+                    .iter()
+                    .any(|&x| x >= v)
+            {
+                continue;
+            }
+            candidates.push(refine(spectrogram, t, k, v - frame_mean));
+        }
+    }
+    candidates
+}
+
+/// Maximum over ± `half` bins along frequency, per frame.
+fn max_filter_bins(spec: ArrayView2<f32>, half: usize) -> Array2<f32> {
+    let (frames, bins) = spec.dim();
+    let mut out_cells: Vec<f32> = Vec::with_capacity(frames * bins);
+    let mut out_row = vec![0.0f32; bins];
+    let mut table = SparseMaxTable::default();
+    let mut row_buf = Vec::with_capacity(bins);
+    let window = 2 * half + 1;
+    for row in spec.outer_iter() {
+        let row = match row.to_slice() {
+            Some(cells) => cells,
+            None => {
+                row_buf.clear();
+                row_buf.extend(row.iter().copied());
+                &row_buf[..]
+            }
+        };
+        table.build(row, window);
+        // Bins whose window lies inside the row: one fixed level, two loads,
+        // no index arithmetic per bin (the loop vectorises).
+        let interior = half..bins.saturating_sub(half);
+        if window <= bins && !interior.is_empty() {
+            let level = span_level(window);
+            let span = 1usize << level;
+            let cells = &table.levels[level];
+            let first = &cells[interior.start - half..];
+            let second = &cells[interior.start + half + 1 - span..];
+            for ((dst, &a), &b) in out_row[interior.clone()].iter_mut().zip(first).zip(second) {
+                *dst = max_f32(a, b);
+            }
+        }
+        for k in (0..interior.start.min(bins)).chain(interior.end.max(interior.start)..bins) {
+            let lo = k.saturating_sub(half);
+            let hi = (k + half).min(bins - 1);
+            out_row[k] = table.max(lo, hi);
+        }
+        out_cells.extend_from_slice(&out_row);
+    }
+    Array2::from_shape_vec((frames, bins), out_cells)
+        .unwrap_or_else(|_| Array2::zeros((frames, bins)))
+}
+
+/// Range maximum by a sparse table: `levels[l][i]` is the maximum of
+/// `row[i .. i + 2^l]`, so any window is the maximum of two overlapping
+/// power-of-two spans. Exact (a maximum of the same values) and a few operations
+/// per bin instead of one per neighbour: this filter is the fingerprinter's
+/// hottest loop.
+#[derive(Default)]
+struct SparseMaxTable {
+    levels: Vec<Vec<f32>>,
+}
+
+impl SparseMaxTable {
+    /// Builds the levels needed for windows up to `max_window` long.
+    fn build(&mut self, row: &[f32], max_window: usize) {
+        let depth = span_level(max_window) + 1;
+        self.levels.resize_with(depth, Vec::new);
+        self.levels[0].clear();
+        self.levels[0].extend_from_slice(row);
+        for l in 1..depth {
+            let step = 1usize << (l - 1);
+            let (done, todo) = self.levels.split_at_mut(l);
+            let prev = &done[l - 1];
+            let next = &mut todo[0];
+            next.clear();
+            // Two slice iterators zipped: exact length, no zero fill, vectorised.
+            next.extend(
+                prev.iter()
+                    .zip(prev.get(step..).unwrap_or_default())
+                    .map(|(&a, &b)| max_f32(a, b)),
+            );
+        }
+    }
+
+    /// Maximum of `row[lo..=hi]` (`lo ≤ hi`, window no longer than built for).
+    fn max(&self, lo: usize, hi: usize) -> f32 {
+        let l = span_level(hi - lo + 1);
+        let level = &self.levels[l];
+        max_f32(level[lo], level[hi + 1 - (1 << l)])
+    }
+}
+
+/// Parabolic refinement of a peak's time (on the log grid) and frequency (on the
+/// linear FFT bins, see [`Spectrogram::refine_frequency`]).
+fn refine(spectrogram: &Spectrogram, t: usize, k: usize, prominence: f32) -> Peak {
+    let spec = spectrogram.log.view();
+    let frames = spec.nrows();
+    let v = spec[[t, k]];
+    let dt = if t > 0 && t + 1 < frames {
+        parabolic_offset(spec[[t - 1, k]], v, spec[[t + 1, k]])
+    } else {
+        0.0
+    };
+    Peak {
+        t: t as f32 + dt,
+        f: spectrogram.refine_frequency(t, k).max(0.0),
+        level: v,
+        prominence,
+        frame: t as u32,
+    }
+}
+
+fn parabolic_offset(left: f32, centre: f32, right: f32) -> f32 {
+    let denom = left - 2.0 * centre + right;
+    if denom.abs() < 1e-6 {
+        0.0
+    } else {
+        (0.5 * (left - right) / denom).clamp(-0.5, 0.5)
+    }
+}
+
+/// Keeps a peak if fewer than `per_second` peaks within ± 0.5 s are more prominent.
+pub(super) fn limit_density(mut candidates: Vec<Peak>, per_second: usize) -> Vec<Peak> {
+    candidates.sort_by(|a, b| a.frame.cmp(&b.frame).then(a.f.total_cmp(&b.f)));
+    let w = DENSITY_HALF_WINDOW_FRAMES;
+    let mut kept = Vec::with_capacity(candidates.len());
+    let mut lo = 0usize;
+    let mut hi = 0usize;
+    for (i, peak) in candidates.iter().enumerate() {
+        while candidates[lo].frame + w < peak.frame {
+            lo += 1;
+        }
+        while hi < candidates.len() && candidates[hi].frame <= peak.frame + w {
+            hi += 1;
+        }
+        let stronger = candidates[lo..hi]
+            .iter()
+            .enumerate()
+            .filter(|(j, other)| {
+                other.prominence > peak.prominence
+                    || (other.prominence == peak.prominence && lo + j < i)
+            })
+            .count();
+        if stronger < per_second {
+            kept.push(*peak);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fingerprint::fingerprint_samples;
+    use crate::fingerprint::tests::melody;
+    use crate::spectrogram;
+
+    #[test]
+    fn sparse_max_filter_equals_naive_max() {
+        let mut state = 12345u64;
+        for bins in [1usize, 2, 5, 17, 18, 94] {
+            let row: Vec<f32> = (0..bins)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (state >> 40) as f32
+                })
+                .collect();
+            let spec = Array2::from_shape_vec((1, bins), row.clone()).expect("shape");
+            for half in [0usize, 1, 3, 8] {
+                let fast = max_filter_bins(spec.view(), half);
+                for k in 0..bins {
+                    let naive = row[k.saturating_sub(half)..=(k + half).min(bins - 1)]
+                        .iter()
+                        .copied()
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    assert_eq!(fast[[0, k]], naive, "bins {bins} half {half} k {k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn density_is_controlled() {
+        let samples = melody(30.0, 11);
+        let spec = spectrogram::spectrogram(&samples);
+        let peaks = pick_peaks(&spec, Side::Reference);
+        let per_second = peaks.len() as f64 / 30.0;
+        assert!(per_second > 3.0 && per_second <= 16.0, "{per_second}");
+        let fp = fingerprint_samples(&samples, Side::Reference);
+        let hashes_per_second = fp.prints.len() as f64 / fp.duration_s();
+        assert!(hashes_per_second < 60.0, "{hashes_per_second}");
+    }
+}

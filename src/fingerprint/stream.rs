@@ -1,0 +1,206 @@
+//! Incremental fingerprinting of a stream of blocks.
+
+use rayon::prelude::*;
+
+use super::{BLOCK_FRAMES, Fingerprint, Side, context_frames, fingerprint_block};
+use crate::spectrogram::{self, FFT_SIZE, HOP_SAMPLES};
+
+/// Incremental fingerprinting of a stream of mono blocks: memory stays bounded by
+/// a few blocks whatever the input length; full blocks are fingerprinted in
+/// parallel batches.
+pub struct StreamingFingerprinter {
+    side: Side,
+    /// Samples not yet fully consumed; `buffer[0]` is whole-signal sample `buffer_start`.
+    buffer: Vec<f32>,
+    buffer_start: usize,
+    /// Blocks fingerprinted together, in parallel, once enough audio has come.
+    batch_blocks: usize,
+    /// Anchor frames per block.
+    block_frames: usize,
+    /// Next anchor frame to fingerprint.
+    next_frame: usize,
+    total_samples: usize,
+    done: Fingerprint,
+}
+
+/// Blocks fingerprinted together in one parallel batch.
+const STREAM_BATCH_BLOCKS: usize = 4;
+/// Smallest piece the end of a stream is cut into (≈ 4 s): each piece also
+/// analyses its context frames on both sides, which shorter pieces would
+/// mostly spend their time on.
+const MIN_TAIL_BLOCK_FRAMES: usize = 500;
+/// Block length of [`StreamingFingerprinter::pipelined`] (≈ 10 s). Each block
+/// also analyses ≈ 1.6 s of context, a sixth more work, which the second core
+/// absorbs while the first decodes; 20 s blocks left a whole block to do after
+/// decoding ended.
+pub const PIPELINE_BLOCK_FRAMES: usize = 1_250;
+
+impl StreamingFingerprinter {
+    pub fn new(side: Side) -> Self {
+        Self::with_batch_blocks(side, STREAM_BATCH_BLOCKS)
+    }
+
+    /// Fingerprints every `batch_blocks` blocks as they become ready (smaller
+    /// batches start sooner).
+    pub fn with_batch_blocks(side: Side, batch_blocks: usize) -> Self {
+        Self::with_blocks(side, batch_blocks, BLOCK_FRAMES)
+    }
+
+    /// For a stream decoded on another thread: each [`PIPELINE_BLOCK_FRAMES`]
+    /// block is fingerprinted as soon as it has arrived, so fingerprinting
+    /// trails decoding by one short block and little is left when decoding ends.
+    pub fn pipelined(side: Side) -> Self {
+        Self::with_blocks(side, 1, PIPELINE_BLOCK_FRAMES)
+    }
+
+    fn with_blocks(side: Side, batch_blocks: usize, block_frames: usize) -> Self {
+        Self {
+            side,
+            buffer: Vec::new(),
+            buffer_start: 0,
+            batch_blocks: batch_blocks.max(1),
+            block_frames: block_frames.max(1),
+            next_frame: 0,
+            total_samples: 0,
+            done: Fingerprint::default(),
+        }
+    }
+
+    /// Appends samples; fingerprints whatever whole blocks are ready.
+    pub fn push(&mut self, samples: &[f32]) {
+        self.buffer.extend_from_slice(samples);
+        self.total_samples += samples.len();
+        let (_, after) = context_frames(self.side);
+        let batch_frames = self.block_frames * self.batch_blocks;
+        let needed_frame = self.next_frame + batch_frames + after + 1;
+        if self.buffered_frames_end() >= needed_frame {
+            self.process_until(self.next_frame + batch_frames);
+        }
+    }
+
+    fn buffered_frames_end(&self) -> usize {
+        spectrogram::frame_count(self.total_samples)
+    }
+
+    fn process_until(&mut self, end_frame: usize) {
+        self.process_in_blocks(end_frame, self.block_frames);
+    }
+
+    /// Fingerprints frames up to `end_frame` in blocks of `block_frames`, in parallel.
+    fn process_in_blocks(&mut self, end_frame: usize, block_frames: usize) {
+        let block_frames = block_frames.max(1);
+        let starts: Vec<usize> = (self.next_frame..end_frame).step_by(block_frames).collect();
+        let base = self.buffer_start;
+        let total_frames = self.buffered_frames_end();
+        let buffer = &self.buffer;
+        let side = self.side;
+        let parts: Vec<Fingerprint> = starts
+            .par_iter()
+            .map(|&start| {
+                let end = (start + block_frames).min(end_frame).min(total_frames);
+                block_prints_buffered(buffer, base, start, end, side)
+            })
+            .collect();
+        for part in parts {
+            self.done.append_block(part);
+        }
+        self.next_frame = end_frame;
+        // Drop samples no future block needs.
+        let (before, _) = context_frames(self.side);
+        let keep_from = self.next_frame.saturating_sub(before) * HOP_SAMPLES;
+        if keep_from > self.buffer_start {
+            let drop = keep_from - self.buffer_start;
+            self.buffer.drain(..drop.min(self.buffer.len()));
+            self.buffer_start = keep_from;
+        }
+    }
+
+    /// Fingerprints the rest and returns the whole fingerprint.
+    ///
+    /// The rest is at most a batch of blocks. Called from a plain thread, with
+    /// nothing else left to overlap with, it is cut into one piece per thread (never smaller than
+    /// [`MIN_TAIL_BLOCK_FRAMES`]): a short input's last block would otherwise
+    /// run on one core while the other waits.
+    pub fn finish(mut self) -> Fingerprint {
+        let frames = self.buffered_frames_end();
+        if frames > self.next_frame {
+            let rest = frames - self.next_frame;
+            // On a pool worker (scan, service) other items keep the cores busy.
+            let pieces = if rayon::current_thread_index().is_some() {
+                1
+            } else {
+                rayon::current_num_threads().max(1)
+            };
+            let block_frames = rest.div_ceil(pieces).clamp(
+                MIN_TAIL_BLOCK_FRAMES.min(self.block_frames),
+                self.block_frames,
+            );
+            self.process_in_blocks(frames, block_frames);
+        }
+        self.done.frames = frames;
+        self.done
+    }
+}
+
+/// Like [`block_prints`](super::block_prints) for a buffer holding whole-signal samples from `base`.
+fn block_prints_buffered(
+    buffer: &[f32],
+    base: usize,
+    start: usize,
+    end: usize,
+    side: Side,
+) -> Fingerprint {
+    let (before, after) = context_frames(side);
+    let first = start.saturating_sub(before);
+    let sample_start = first * HOP_SAMPLES;
+    let sample_end = (end + after) * HOP_SAMPLES + FFT_SIZE;
+    let lo = sample_start.saturating_sub(base).min(buffer.len());
+    let hi = sample_end.saturating_sub(base).min(buffer.len());
+    fingerprint_block(&buffer[lo..hi], first, start, end, side)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fingerprint::fingerprint_samples;
+    use crate::fingerprint::tests::melody;
+
+    #[test]
+    fn streaming_matches_batch() {
+        let samples = melody(130.0, 3);
+        let batch = fingerprint_samples(&samples, Side::Reference);
+        let mut stream = StreamingFingerprinter::new(Side::Reference);
+        for chunk in samples.chunks(10_007) {
+            stream.push(chunk);
+        }
+        let streamed = stream.finish();
+        assert_eq!(streamed.frames, batch.frames);
+        assert_eq!(streamed.peaks, batch.peaks);
+        let (mut a, mut b) = (batch.prints, streamed.prints);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn pipelined_stream_with_split_tail_matches_batch() {
+        // One block at a time, then a tail shorter than a block that `finish`
+        // cuts into pieces: the prints must not depend on where the cuts fall.
+        for seconds in [7.0, 33.0] {
+            let samples = melody(seconds, 5);
+            let batch = fingerprint_samples(&samples, Side::Query);
+            let mut stream = StreamingFingerprinter::pipelined(Side::Query);
+            for chunk in samples.chunks(4_001) {
+                stream.push(chunk);
+            }
+            let streamed = stream.finish();
+            assert_eq!(streamed.frames, batch.frames);
+            assert_eq!(streamed.peaks, batch.peaks);
+            let (mut a, mut b) = (batch.prints, streamed.prints);
+            a.sort();
+            b.sort();
+            assert!(!a.is_empty());
+            assert_eq!(a, b, "{seconds} s");
+        }
+    }
+}

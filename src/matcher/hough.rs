@@ -1,0 +1,341 @@
+//! Hough vote over (speed, offset), line fit, pitch filter and gap split:
+//! the alignments of one work's hash hits (steps 2–4 of the module docs).
+
+use super::{Hit, Segment};
+use crate::fingerprint::FRAMES_PER_SECOND;
+
+/// Speed-factor search range and step of the Hough transform.
+pub const MIN_SPEED: f64 = 0.86;
+pub const MAX_SPEED: f64 = 1.16;
+const SPEED_STEP: f64 = 0.004;
+/// Offset histogram bin width (frames).
+const OFFSET_BIN_FRAMES: f64 = 4.0;
+/// First, coarse pass of the Hough transform (then refined around its best slope).
+const COARSE_SPEED_STEP: f64 = 0.012;
+const COARSE_OFFSET_BIN_FRAMES: f64 = 12.0;
+/// Coarse slopes refined on the fine grid.
+const COARSE_CANDIDATES: usize = 4;
+/// Inlier tolerance around the fitted line (frames).
+pub(super) const INLIER_TOLERANCE_FRAMES: f64 = 4.0;
+/// Inlier tolerance around the median pitch shift (half log bins).
+const PITCH_TOLERANCE_HALF_BINS: i32 = 3;
+/// A query gap longer than this splits a match in two.
+pub const MAX_GAP_S: f64 = 15.0;
+/// Works with fewer raw hits are not examined.
+const MIN_RAW_HITS: usize = 5;
+/// Alignments examined per work.
+const MAX_ALIGNMENTS_PER_WORK: usize = 6;
+
+/// Finds the alignments of one work's hits, best first, until the best remaining
+/// alignment has fewer than `min_inliers` hits.
+pub(super) fn align_work(mut hits: Vec<Hit>, min_inliers: f64) -> Vec<Segment> {
+    let min_inliers = min_inliers.max(MIN_RAW_HITS as f64);
+    let mut segments = Vec::new();
+    for round in 0..MAX_ALIGNMENTS_PER_WORK {
+        if (hits.len() as f64) < min_inliers {
+            break;
+        }
+        let Some(best) = best_alignment(&hits) else {
+            break;
+        };
+        // The first alignment is always verified; further ones only when they
+        // stand out from what chance piles into the fullest offset bin.
+        let beats_chance = round == 0 || f64::from(best.count) >= best.chance_ceiling();
+        if !beats_chance || best.estimated_hits() < min_inliers {
+            break;
+        }
+        let (slope, offset) = (best.slope, best.offset);
+        let (inliers, rest): (Vec<Hit>, Vec<Hit>) = hits
+            .iter()
+            .partition(|h| residual(h, slope, offset).abs() <= INLIER_TOLERANCE_FRAMES);
+        if (inliers.len() as f64) < min_inliers {
+            break;
+        }
+        let (slope, offset) = fit_line(&inliers).unwrap_or((slope, offset));
+        let inliers: Vec<Hit> = inliers
+            .into_iter()
+            .filter(|h| residual(h, slope, offset).abs() <= INLIER_TOLERANCE_FRAMES)
+            .collect();
+        let pitch = median_pitch(&inliers);
+        let consistent: Vec<Hit> = inliers
+            .into_iter()
+            .filter(|h| (pitch_shift(h) - pitch).abs() <= PITCH_TOLERANCE_HALF_BINS)
+            .collect();
+        segments.extend(split_segments(&consistent, slope, offset));
+        hits = rest;
+    }
+    segments
+}
+
+fn residual(h: &Hit, slope: f64, offset: f64) -> f64 {
+    f64::from(h.tr) - (slope * f64::from(h.tq) + offset)
+}
+
+pub(super) fn pitch_shift(h: &Hit) -> i32 {
+    i32::from(h.fq) - i32::from(h.fr)
+}
+
+fn median_pitch(hits: &[Hit]) -> i32 {
+    let mut shifts: Vec<i32> = hits.iter().map(pitch_shift).collect();
+    shifts.sort_unstable();
+    shifts.get(shifts.len() / 2).copied().unwrap_or(0)
+}
+
+/// Hough vote over (speed, offset); returns the best line.
+///
+/// For each speed on the grid, offsets are counted in a dense histogram (one
+/// pass over the hits, one over the bins), each bin together with its right
+/// neighbour so a line on a bin edge is not split.
+fn best_alignment(all_hits: &[Hit]) -> Option<Vote> {
+    // Many hits mean a strong line: a uniform sample finds it as well, at a
+    // fraction of the cost (hits are sorted by query time, so a stride spreads
+    // the sample over the whole query).
+    let stride = all_hits.len().div_ceil(MAX_VOTE_HITS).max(1);
+    let sampled: Vec<Hit>;
+    let hits = if stride > 1 {
+        sampled = all_hits.iter().step_by(stride).copied().collect();
+        &sampled[..]
+    } else {
+        all_hits
+    };
+    let coarse_steps = ((MAX_SPEED - MIN_SPEED) / COARSE_SPEED_STEP).round() as usize;
+    let mut per_slope: Vec<Vote> = (0..=coarse_steps)
+        .filter_map(|i| {
+            let slope = MIN_SPEED + i as f64 * COARSE_SPEED_STEP;
+            vote(hits, std::iter::once(slope), COARSE_OFFSET_BIN_FRAMES)
+        })
+        .collect();
+    per_slope.sort_by_key(|v| std::cmp::Reverse(v.count));
+    let fine_steps = (COARSE_SPEED_STEP / SPEED_STEP).ceil() as i64;
+    per_slope
+        .iter()
+        .take(COARSE_CANDIDATES)
+        .filter_map(|coarse| {
+            let slope = coarse.slope;
+            let fine = (-fine_steps..=fine_steps)
+                .map(move |i| slope + i as f64 * SPEED_STEP)
+                .filter(|s| (MIN_SPEED..=MAX_SPEED).contains(s));
+            vote(hits, fine, OFFSET_BIN_FRAMES)
+        })
+        .max_by_key(|v| v.count)
+        .map(|v| Vote { stride, ..v })
+}
+
+/// Hits voted at most; beyond this, a uniform sample votes.
+const MAX_VOTE_HITS: usize = 4096;
+
+/// The fullest pair of adjacent offset bins of a Hough vote.
+#[derive(Debug, Clone, Copy)]
+struct Vote {
+    /// Hits in the pair of bins.
+    count: u32,
+    slope: f64,
+    /// Offset (frames) at the boundary between the two bins.
+    offset: f64,
+    /// Mean hits per pair of bins at that slope: what chance gives.
+    mean_count: f64,
+    /// One hit in `stride` voted (counts are of the sample).
+    stride: usize,
+}
+
+impl Vote {
+    /// A count that chance alone rarely reaches in any of the histogram's bins
+    /// (Poisson mean plus [`CHANCE_CEILING_SIGMAS`] spreads, plus a margin).
+    fn chance_ceiling(&self) -> f64 {
+        self.mean_count + CHANCE_CEILING_SIGMAS * self.mean_count.sqrt() + CHANCE_CEILING_MARGIN
+    }
+
+    /// Hits of all the work's hits estimated to lie in the best bins.
+    fn estimated_hits(&self) -> f64 {
+        f64::from(self.count) * self.stride as f64
+    }
+}
+
+/// Further alignments of a work must beat the chance ceiling of the vote.
+const CHANCE_CEILING_SIGMAS: f64 = 4.0;
+const CHANCE_CEILING_MARGIN: f64 = 4.0;
+
+/// Offset histogram for each candidate slope; returns (count, slope, offset) of the
+/// fullest pair of adjacent bins.
+///
+/// This is the matcher's hot loop (every hit × every slope): offsets are shifted
+/// positive by a bias so a float-to-int cast floors them, with no call to `floor`.
+fn vote(hits: &[Hit], slopes: impl Iterator<Item = f64>, bin_frames: f64) -> Option<Vote> {
+    let max_tq = hits.iter().map(|h| h.tq).max()?;
+    // tr − slope·tq + bias ≥ bin_frames > 0 for every hit and slope ≤ MAX_SPEED.
+    let bias = MAX_SPEED * f64::from(max_tq) + bin_frames;
+    let per_bin = 1.0 / bin_frames;
+    let mut best: Option<Vote> = None;
+    let mut bins: Vec<u32> = Vec::with_capacity(hits.len());
+    let mut counts: Vec<u32> = Vec::new();
+    for slope in slopes {
+        bins.clear();
+        let (mut lo, mut hi) = (u32::MAX, 0u32);
+        for h in hits {
+            let shifted = f64::from(h.tr) - slope * f64::from(h.tq) + bias;
+            let b = (shifted * per_bin) as u32;
+            lo = lo.min(b);
+            hi = hi.max(b);
+            bins.push(b);
+        }
+        if bins.is_empty() {
+            continue;
+        }
+        let span = (hi - lo) as usize + 2;
+        // `counts` is all zeros between slopes: only the bins hits landed in
+        // are cleared afterwards (a long query's offset range is much wider
+        // than its number of hits).
+        if counts.len() < span {
+            counts.resize(span, 0);
+        }
+        // The fullest pair of adjacent bins (lowest first among equals), tracked
+        // while counting: a pair's final count is seen when its last hit lands,
+        // so this costs O(hits) however wide a long query's offset range is.
+        let (mut top_count, mut top_pair) = (0u32, usize::MAX);
+        let mut consider = |count: u32, pair: usize| {
+            if count > top_count || (count == top_count && pair < top_pair) {
+                (top_count, top_pair) = (count, pair);
+            }
+        };
+        for &b in &bins {
+            let i = (b - lo) as usize;
+            counts[i] += 1;
+            if i > 0 {
+                consider(counts[i - 1] + counts[i], i - 1);
+            }
+            consider(counts[i] + counts[i + 1], i);
+        }
+        for &b in &bins {
+            counts[(b - lo) as usize] = 0;
+        }
+        if top_pair != usize::MAX && best.is_none_or(|v| top_count > v.count) {
+            best = Some(Vote {
+                count: top_count,
+                slope,
+                offset: (f64::from(lo) + top_pair as f64 + 1.0) * bin_frames - bias,
+                mean_count: 2.0 * bins.len() as f64 / span as f64,
+                stride: 1,
+            });
+        }
+    }
+    best
+}
+
+/// Least-squares line through the hits (`t_ref` against `t_query`).
+fn fit_line(hits: &[Hit]) -> Option<(f64, f64)> {
+    let n = hits.len() as f64;
+    let mean_q = hits.iter().map(|h| f64::from(h.tq)).sum::<f64>() / n;
+    let mean_r = hits.iter().map(|h| f64::from(h.tr)).sum::<f64>() / n;
+    let (mut sqq, mut sqr) = (0.0, 0.0);
+    for h in hits {
+        let dq = f64::from(h.tq) - mean_q;
+        sqq += dq * dq;
+        sqr += dq * (f64::from(h.tr) - mean_r);
+    }
+    if sqq < 1e-9 {
+        return None;
+    }
+    let slope = (sqr / sqq).clamp(MIN_SPEED, MAX_SPEED);
+    Some((slope, mean_r - slope * mean_q))
+}
+
+fn split_segments(hits: &[Hit], slope: f64, offset: f64) -> Vec<Segment> {
+    let mut sorted = hits.to_vec();
+    sorted.sort_unstable_by_key(|h| h.tq);
+    let max_gap = (MAX_GAP_S * FRAMES_PER_SECOND) as u32;
+    let mut segments = Vec::new();
+    let mut start = 0;
+    for i in 1..=sorted.len() {
+        if i == sorted.len() || sorted[i].tq - sorted[i - 1].tq > max_gap {
+            let run = &sorted[start..i];
+            let (slope, offset) = if run.len() >= 2 * MIN_RAW_HITS {
+                fit_line(run).unwrap_or((slope, offset))
+            } else {
+                (slope, offset)
+            };
+            let mut anchors: Vec<u32> = run.iter().map(|h| h.tq).collect();
+            anchors.dedup();
+            let pitch =
+                run.iter().map(|h| f64::from(pitch_shift(h))).sum::<f64>() / run.len() as f64;
+            segments.push(Segment {
+                anchors: anchors.len(),
+                hits: run.len() as u32,
+                tq_start: f64::from(run[0].tq),
+                tq_end: f64::from(run[run.len() - 1].tq) + SEGMENT_TAIL_FRAMES,
+                slope,
+                intercept: offset,
+                pitch_half_bins: pitch,
+                range_from_peaks: false,
+                deep: false,
+            });
+            start = i;
+        }
+    }
+    segments
+}
+
+/// Anchors mark the start of a triplet; a segment extends one triplet span past
+/// its last anchor.
+const SEGMENT_TAIL_FRAMES: f64 = crate::fingerprint::DT_AC_MAX_FRAMES as f64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matcher::{MatcherConfig, PeakEvidence};
+
+    fn hit(tq: u32, tr: u32) -> Hit {
+        Hit {
+            tq,
+            tr,
+            fq: 40,
+            fr: 40,
+        }
+    }
+
+    #[test]
+    fn hough_finds_stretched_line_among_noise() {
+        let mut hits: Vec<Hit> = (0..80)
+            .map(|i| hit(i * 10, (i as f64 * 10.0 * 1.07) as u32 + 500))
+            .collect();
+        // Uniform clutter.
+        hits.extend((0..200u32).map(|i| hit((i * 37) % 800, (i * 7919) % 5000)));
+        let segments = align_work(hits, 5.0);
+        let best = segments.iter().max_by_key(|s| s.anchors).unwrap();
+        assert!((best.slope - 1.07).abs() < 0.01, "slope {}", best.slope);
+        assert!(best.anchors >= 75, "anchors {}", best.anchors);
+        assert!(
+            (best.intercept - 500.0).abs() < 6.0,
+            "intercept {}",
+            best.intercept
+        );
+    }
+
+    #[test]
+    fn gaps_split_segments() {
+        let mut hits: Vec<Hit> = (0..40).map(|i| hit(i * 5, i * 5 + 1000)).collect();
+        hits.extend((0..40).map(|i| hit(3000 + i * 5, 3000 + i * 5 + 1000)));
+        let segments = align_work(hits, 5.0);
+        assert_eq!(segments.len(), 2);
+    }
+
+    #[test]
+    fn pitch_shift_is_estimated() {
+        let hits: Vec<Hit> = (0..40)
+            .map(|i| Hit {
+                tq: i * 5,
+                tr: i * 5,
+                fq: 44,
+                fr: 40,
+            })
+            .collect();
+        let segment = &align_work(hits, 5.0)[0];
+        let m = segment.clone().into_match(
+            "w",
+            10.0,
+            PeakEvidence::default(),
+            &MatcherConfig::default(),
+        );
+        // 4 half bins = 2 quarter tones = 1 semitone.
+        assert!((m.pitch_factor - 2f64.powf(1.0 / 12.0)).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,232 @@
+//! Peak verification of candidate alignments (steps 7–8 of the module docs).
+
+use serde::{Deserialize, Serialize};
+
+use super::Segment;
+use crate::fingerprint::{FRAMES_PER_SECOND, PeakPoint};
+use crate::index::{Index, WorkRef};
+
+/// Peak verification: a reference peak is found in the query when a query peak
+/// lies within these tolerances of where the alignment puts it.
+pub(super) const VERIFY_TOLERANCE_FRAMES: i64 = 2;
+pub(super) const VERIFY_TOLERANCE_HALF_BINS: i32 = 2;
+/// Verification looks this far beyond the first and last hit (seconds).
+const VERIFY_MARGIN_S: f64 = 1.0;
+/// Reference-time shifts (frames) of the chance-level estimate: the same check
+/// with a wrong alignment. Odd, unrelated values avoid beat periods.
+pub(super) const CHANCE_SHIFTS_FRAMES: [i64; 6] = [-131, -83, -37, 41, 89, 127];
+
+/// Evidence from re-finding the reference's spectral peaks in the query where the
+/// alignment puts them (cf. the verification step of Sonnleitner & Widmer's
+/// quad-based fingerprinting): unlike hash hits, it needs only single peaks to
+/// survive, so it still sees a work mixed under louder audio.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeakEvidence {
+    /// Reference peaks inside the aligned stretch.
+    pub checked: u32,
+    /// Of those, found in the query.
+    pub found: u32,
+    /// Mean found when the alignment is shifted to a wrong offset (chance level).
+    pub chance: f64,
+}
+
+impl PeakEvidence {
+    /// Found peaks in excess of chance, in units of the chance spread (Poisson,
+    /// plus one so a near-empty stretch cannot score high), to one decimal.
+    pub fn score(&self) -> f64 {
+        let z = (f64::from(self.found) - self.chance) / (self.chance + 1.0).sqrt();
+        (z * 10.0).round() / 10.0
+    }
+}
+
+/// Peak verification of alignments against one query.
+pub(super) struct PeakCheck<'a> {
+    /// Query peaks, sorted by frame.
+    query_peaks: &'a [PeakPoint],
+    /// Query peaks already explained by an accepted match.
+    consumed: &'a [bool],
+    /// Scratch buffer for the reference's peaks.
+    ref_peaks: &'a mut Vec<PeakPoint>,
+}
+
+impl<'a> PeakCheck<'a> {
+    pub(super) fn new(
+        query_peaks: &'a [PeakPoint],
+        consumed: &'a [bool],
+        ref_peaks: &'a mut Vec<PeakPoint>,
+    ) -> Self {
+        Self {
+            query_peaks,
+            consumed,
+            ref_peaks,
+        }
+    }
+
+    /// Checks where the alignment of `segment` puts the reference's peaks in the
+    /// query; with `explained`, collects the query peaks the alignment found.
+    ///
+    /// Evidence that cannot reach `threshold` is returned as soon as that is
+    /// certain, with the chance level measured so far (a lower bound): its
+    /// score is then below `threshold` but not exact. Most hypotheses are
+    /// chance alignments, and this skips most of their chance shifts.
+    pub(super) fn verify(
+        &mut self,
+        index: &Index,
+        work_ref: WorkRef,
+        segment: &Segment,
+        threshold: f64,
+        explained: Option<&mut Vec<usize>>,
+    ) -> PeakEvidence {
+        let margin = VERIFY_MARGIN_S * FRAMES_PER_SECOND;
+        let tq_lo = (segment.tq_start - margin).max(0.0);
+        let tq_hi = segment.tq_end + margin;
+        let ref_at = |tq: f64| segment.slope * tq + segment.intercept;
+        let widest = CHANCE_SHIFTS_FRAMES
+            .iter()
+            .map(|s| s.abs())
+            .max()
+            .unwrap_or(0) as f64;
+        let (tr_lo, tr_hi) = (ref_at(tq_lo), ref_at(tq_hi));
+        self.ref_peaks.clear();
+        index.work_peaks(
+            work_ref,
+            (tr_lo - widest).max(0.0) as u32,
+            (tr_hi + widest).max(0.0) as u32,
+            self.ref_peaks,
+        );
+        let pitch = segment.pitch_half_bins.round() as i32;
+        let count = |shift: i64, mut explained: Option<&mut Vec<usize>>| -> (u32, u32) {
+            let (lo, hi) = (tr_lo + shift as f64, tr_hi + shift as f64);
+            let (mut checked, mut found) = (0, 0);
+            // Reference peaks come in time order and the alignment is increasing,
+            // so the search position in the query only moves forward.
+            let mut cursor = None;
+            for p in self.ref_peaks.iter() {
+                let tr = f64::from(p.t_frame);
+                if tr < lo || tr >= hi {
+                    continue;
+                }
+                let tq = ((tr - shift as f64 - segment.intercept) / segment.slope).round() as i64;
+                let fq = i32::from(p.f_half_bins) + pitch;
+                checked += 1;
+                if let Some(i) =
+                    peak_near_from(self.query_peaks, self.consumed, &mut cursor, tq, fq)
+                {
+                    found += 1;
+                    if let Some(out) = explained.as_deref_mut() {
+                        out.push(i);
+                    }
+                }
+            }
+            (checked, found)
+        };
+        let (checked, found) = count(0, explained);
+        let mut evidence = PeakEvidence {
+            checked,
+            found,
+            chance: 0.0,
+        };
+        for &shift in &CHANCE_SHIFTS_FRAMES {
+            if evidence.score() < threshold {
+                // More chance only lowers the score.
+                break;
+            }
+            let (c, f) = count(shift, None);
+            // Scale to the number of peaks of the true alignment.
+            if c > 0 {
+                evidence.chance += f64::from(f) * f64::from(checked)
+                    / f64::from(c)
+                    / CHANCE_SHIFTS_FRAMES.len() as f64;
+            }
+        }
+        evidence
+    }
+}
+
+/// Index of a peak of `peaks` (sorted by frame) not marked in `consumed` within
+/// the verification tolerance of (`t_frame`, `f_half_bins`).
+#[cfg(test)]
+fn peak_near(
+    peaks: &[PeakPoint],
+    consumed: &[bool],
+    t_frame: i64,
+    f_half_bins: i32,
+) -> Option<usize> {
+    peak_near_from(peaks, consumed, &mut None, t_frame, f_half_bins)
+}
+
+/// [`peak_near`] for a run of lookups with non-decreasing `t_frame`: `cursor`
+/// keeps the search position (binary search on the first call, then forward).
+fn peak_near_from(
+    peaks: &[PeakPoint],
+    consumed: &[bool],
+    cursor: &mut Option<usize>,
+    t_frame: i64,
+    f_half_bins: i32,
+) -> Option<usize> {
+    let from = (t_frame - VERIFY_TOLERANCE_FRAMES).max(0);
+    let before = |p: &PeakPoint| i64::from(p.t_frame) < from;
+    let mut start = match *cursor {
+        Some(at) => at,
+        None => peaks.partition_point(before),
+    };
+    while peaks.get(start).is_some_and(before) {
+        start += 1;
+    }
+    *cursor = Some(start);
+    peaks
+        .get(start..)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .take_while(|(_, p)| i64::from(p.t_frame) <= t_frame + VERIFY_TOLERANCE_FRAMES)
+        .find(|&(j, p)| {
+            (i32::from(p.f_half_bins) - f_half_bins).abs() <= VERIFY_TOLERANCE_HALF_BINS
+                && !consumed.get(start + j).copied().unwrap_or(false)
+        })
+        .map(|(j, _)| start + j)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matcher::DEFAULT_CONFIDENT_SCORE;
+
+    #[test]
+    fn peak_lookup_honours_tolerances() {
+        let peaks: Vec<PeakPoint> = [(10, 50), (12, 90), (40, 60)]
+            .into_iter()
+            .map(|(t_frame, f_half_bins)| PeakPoint {
+                t_frame,
+                f_half_bins,
+            })
+            .collect();
+        let none = [false; 3];
+        assert_eq!(peak_near(&peaks, &none, 10, 50), Some(0));
+        assert_eq!(peak_near(&peaks, &none, 8, 52), Some(0));
+        assert_eq!(peak_near(&peaks, &none, 14, 88), Some(1));
+        assert_eq!(peak_near(&peaks, &none, 7, 50), None, "too early");
+        assert_eq!(peak_near(&peaks, &none, 10, 53), None, "too high");
+        assert_eq!(peak_near(&peaks, &none, 25, 60), None, "nothing there");
+        assert_eq!(peak_near(&peaks, &none, -5, 50), None);
+        // A peak explained by another match is not found again.
+        assert_eq!(peak_near(&peaks, &[true, false, false], 10, 50), None);
+    }
+
+    #[test]
+    fn evidence_score_separates_signal_from_chance() {
+        let chance_level = PeakEvidence {
+            checked: 200,
+            found: 12,
+            chance: 11.0,
+        };
+        let mixed_work = PeakEvidence {
+            checked: 200,
+            found: 50,
+            chance: 11.0,
+        };
+        assert!(chance_level.score() < 1.0);
+        assert!(mixed_work.score() > DEFAULT_CONFIDENT_SCORE);
+        assert_eq!(PeakEvidence::default().score(), 0.0);
+    }
+}
