@@ -19,8 +19,10 @@
 //!
 //! Cost. Each 5 s half window of the query is correlated once (a window's
 //! votes are the sum of its two halves): about (query peaks) × (shortlisted
-//! reference peaks) × 5 / 188 counter increments, plus a few vectorised passes
-//! over each window's offsets. Peak verification is the expensive step, so an
+//! reference peaks) × 5 / 188 counter increments, the box sums of each half's
+//! votes (computed once, in log₂ of the box width vectorised passes), one pass
+//! adding two halves' box sums and one taking block maxima, from which the best
+//! offsets are read. Peak verification is the expensive step, so an
 //! offset is verified only when its votes stand out from the votes at nearby
 //! wrong offsets ([`DEEP_MIN_VOTE_EXCESS`]); on unrelated audio that leaves
 //! about one window in a hundred. Only unscaled alignments are searched;
@@ -92,13 +94,19 @@ impl PeaksByFrequency {
 #[derive(Default)]
 pub(super) struct DeepSearch {
     ref_peaks: Vec<PeakPoint>,
-    /// Votes of the previous and the current half window; all zero outside
-    /// the range a half has voted into (restored after use).
+    /// Votes of the previous and the current half window, and their box sums
+    /// (the votes within the verification tolerance of each offset); all zero
+    /// outside the range a half has voted into (restored after use).
     previous: Vec<u16>,
     current: Vec<u16>,
-    /// Votes of a whole window (previous + current half), then box sums.
-    window: Vec<u16>,
+    previous_box: Vec<u16>,
+    current_box: Vec<u16>,
+    /// Box sums of a whole window (previous + current half).
     boxed: Vec<u16>,
+    /// Maximum of `boxed` over each block of [`MAX_BLOCK`] offsets.
+    block_max: Vec<u16>,
+    /// Partial sums of [`box_sums`].
+    sums: [Vec<u16>; 2],
 }
 
 /// Query half windows `[start, end)`: every window is two consecutive halves
@@ -144,7 +152,8 @@ impl DeepSearch {
             for votes in [
                 &mut self.previous,
                 &mut self.current,
-                &mut self.window,
+                &mut self.previous_box,
+                &mut self.current_box,
                 &mut self.boxed,
             ] {
                 if votes.len() < len {
@@ -158,40 +167,52 @@ impl DeepSearch {
                     base + last_ref as usize - h0 as usize,
                 )
             };
+            let tol = VERIFY_TOLERANCE_FRAMES as usize;
             for (k, &half) in halves.iter().enumerate() {
                 correlate(&query, &reference, half, base, &mut self.current);
-                let (lo, hi, w0) = if k == 0 {
-                    if halves.len() > 1 {
-                        std::mem::swap(&mut self.previous, &mut self.current);
-                        continue;
-                    }
-                    let (lo, hi) = range(half);
-                    self.window[lo - VOTE_PAD..=hi + VOTE_PAD]
-                        .copy_from_slice(&self.current[lo - VOTE_PAD..=hi + VOTE_PAD]);
-                    self.current[lo..=hi].fill(0);
-                    (lo, hi, half.0)
-                } else {
-                    let before = halves[k - 1];
-                    let (lo, _) = range(half);
-                    let (_, hi) = range(before);
-                    for ((w, &a), &b) in self.window[lo - VOTE_PAD..=hi + VOTE_PAD]
-                        .iter_mut()
-                        .zip(&self.previous[lo - VOTE_PAD..=hi + VOTE_PAD])
-                        .zip(&self.current[lo - VOTE_PAD..=hi + VOTE_PAD])
-                    {
-                        *w = a.saturating_add(b);
-                    }
+                // Box sums of this half's votes wherever they are not zero.
+                let (c_lo, c_hi) = range(half);
+                box_sums(
+                    &self.current[c_lo - 2 * tol..=c_hi + 2 * tol],
+                    2 * tol + 1,
+                    &mut self.current_box[c_lo - tol..=c_hi + tol],
+                    &mut self.sums,
+                );
+                if k == 0 && halves.len() > 1 {
+                    std::mem::swap(&mut self.previous, &mut self.current);
+                    std::mem::swap(&mut self.previous_box, &mut self.current_box);
+                    continue;
+                }
+                // The window is the previous half (if any) and this one; box
+                // sums add up (the previous half's arrays are zero when there
+                // is none).
+                let (lo, hi, w0) = match k.checked_sub(1).map(|j| halves[j]) {
+                    Some(before) => (c_lo, range(before).1, before.0),
+                    None => (c_lo, c_hi, half.0),
+                };
+                for ((b, &p), &c) in self.boxed[lo..=hi]
+                    .iter_mut()
+                    .zip(&self.previous_box[lo..=hi])
+                    .zip(&self.current_box[lo..=hi])
+                {
+                    *b = p.saturating_add(c);
+                }
+                let best = self.best_offsets(lo, hi, min_votes);
+                // Restore the zeros: the previous half is done with; this one
+                // becomes the previous half (or is done with too, at the end).
+                if let Some(before) = k.checked_sub(1).map(|j| halves[j]) {
                     let (p_lo, p_hi) = range(before);
                     self.previous[p_lo..=p_hi].fill(0);
-                    std::mem::swap(&mut self.previous, &mut self.current);
-                    if k + 1 == halves.len() {
-                        let (c_lo, c_hi) = range(half);
-                        self.previous[c_lo..=c_hi].fill(0);
-                    }
-                    (lo, hi, before.0)
-                };
+                    self.previous_box[p_lo - tol..=p_hi + tol].fill(0);
+                }
+                std::mem::swap(&mut self.previous, &mut self.current);
+                std::mem::swap(&mut self.previous_box, &mut self.current_box);
+                if k + 1 == halves.len() {
+                    self.previous[c_lo..=c_hi].fill(0);
+                    self.previous_box[c_lo - tol..=c_hi + tol].fill(0);
+                }
                 let w1 = half.1;
-                for (votes, o) in self.best_offsets(lo, hi, min_votes) {
+                for (votes, o) in best {
                     found.push((
                         votes,
                         work,
@@ -215,23 +236,22 @@ impl DeepSearch {
     }
 
     /// The [`DEEP_OFFSETS_PER_WINDOW`] offsets in `[lo, hi]` of the window's
-    /// votes with the most votes within the verification tolerance, well apart,
-    /// that stand out from the votes at nearby wrong offsets (see
+    /// box sums with the most votes within the verification tolerance, well
+    /// apart, that stand out from the votes at nearby wrong offsets (see
     /// [`DEEP_MIN_VOTE_EXCESS`]).
     fn best_offsets(&mut self, lo: usize, hi: usize, min_votes: u32) -> Vec<(u32, usize)> {
-        let tol = VERIFY_TOLERANCE_FRAMES as usize;
-        // Box sums over the tolerance, one shifted slice at a time (vectorised).
-        let boxed = &mut self.boxed[lo..=hi];
-        boxed.copy_from_slice(&self.window[lo - tol..=hi - tol]);
-        for shift in 1..=2 * tol {
-            for (b, &v) in boxed
-                .iter_mut()
-                .zip(&self.window[lo - tol + shift..=hi - tol + shift])
-            {
-                *b = b.saturating_add(v);
-            }
-        }
         let boxed = &self.boxed[lo..=hi];
+        // Block maxima (one vectorised pass): the top of a range is then read
+        // from them, and only blocks holding it are searched offset by offset.
+        self.block_max.clear();
+        self.block_max.extend(
+            boxed
+                .chunks(MAX_BLOCK)
+                .map(|c| c.iter().copied().max().unwrap_or(0)),
+        );
+        let block_max = &self.block_max;
+        // Votes of the window at an offset (previous + current half).
+        let centre = |i: usize| self.previous[lo + i].saturating_add(self.current[lo + i]);
         let separation = DEEP_OFFSET_SEPARATION_FRAMES as usize;
         let mut best: Vec<(u32, usize)> = Vec::with_capacity(DEEP_OFFSETS_PER_WINDOW);
         // Ranges of `boxed` still open (neighbourhoods of taken offsets cut out).
@@ -243,18 +263,7 @@ impl DeepSearch {
             // sums the offset with the most votes of its own, then the first.
             let top = allowed
                 .iter()
-                .filter_map(|r| {
-                    let part = &boxed[r.clone()];
-                    let max = part.iter().copied().max()?;
-                    let (at, centre) = part
-                        .iter()
-                        .zip(&self.window[lo + r.start..lo + r.end])
-                        .enumerate()
-                        .filter(|(_, (b, _))| **b == max)
-                        .map(|(at, (_, &c))| (at, c))
-                        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))?;
-                    Some((max, centre, r.start + at))
-                })
+                .filter_map(|r| range_top(boxed, block_max, r.clone(), centre))
                 .max_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(b.2.cmp(&a.2)));
             let Some((votes, _, i)) = top else { break };
             if u32::from(votes) < min_votes {
@@ -283,6 +292,83 @@ impl DeepSearch {
             excess >= DEEP_MIN_VOTE_EXCESS
         });
         best
+    }
+}
+
+/// Offsets per block of [`DeepSearch::block_max`].
+const MAX_BLOCK: usize = 64;
+
+/// `(max, centre, at)`: the highest value of `boxed[range]`, and among the
+/// offsets holding it the one with the highest `centre`, then the first.
+/// `block_max[b]` is the maximum of `boxed[b * MAX_BLOCK..][..MAX_BLOCK]`.
+fn range_top(
+    boxed: &[u16],
+    block_max: &[u16],
+    range: std::ops::Range<usize>,
+    centre: impl Fn(usize) -> u16,
+) -> Option<(u16, u16, usize)> {
+    if range.is_empty() {
+        return None;
+    }
+    let (first, last) = (range.start / MAX_BLOCK, (range.end - 1) / MAX_BLOCK);
+    let part_max = |b: usize| {
+        let from = (b * MAX_BLOCK).max(range.start);
+        let to = ((b + 1) * MAX_BLOCK).min(range.end);
+        if from == b * MAX_BLOCK && to == (b + 1) * MAX_BLOCK {
+            block_max[b]
+        } else {
+            boxed[from..to].iter().copied().max().unwrap_or(0)
+        }
+    };
+    let max = (first..=last).map(part_max).max()?;
+    let mut top: Option<(u16, usize)> = None;
+    for b in (first..=last).filter(|&b| block_max[b] >= max) {
+        let from = (b * MAX_BLOCK).max(range.start);
+        let to = ((b + 1) * MAX_BLOCK).min(range.end);
+        for at in (from..to).filter(|&at| boxed[at] == max) {
+            let c = centre(at);
+            if top.is_none_or(|(best, _)| c > best) {
+                top = Some((c, at));
+            }
+        }
+    }
+    top.map(|(c, at)| (max, c, at))
+}
+
+/// Box sums: `out[i]` is the saturating sum of `values[i..i + width]`, for
+/// every `i` of `out` (`values` holds `out.len() + width − 1` values). Sums
+/// of 1, 2, 4, … values are doubled in `sums` and the binary digits of
+/// `width` added up: log₂(width) vectorised passes instead of `width`.
+fn box_sums(values: &[u16], width: usize, out: &mut [u16], sums: &mut [Vec<u16>; 2]) {
+    debug_assert_eq!(values.len() + 1, out.len() + width);
+    out.fill(0);
+    let [span_sums, next] = sums;
+    span_sums.clear();
+    span_sums.extend_from_slice(values);
+    // `out[i]` = sum of `values[i..i + covered]`; `span_sums[i]` = sum of
+    // `values[i..i + span]`, valid for `i + span <= values.len()`.
+    let (mut covered, mut span, mut rest) = (0usize, 1usize, width);
+    loop {
+        if rest & 1 == 1 {
+            for (o, &v) in out.iter_mut().zip(&span_sums[covered..]) {
+                *o = o.saturating_add(v);
+            }
+            covered += span;
+        }
+        rest >>= 1;
+        if rest == 0 {
+            break;
+        }
+        let valid = (values.len() + 1).saturating_sub(2 * span);
+        next.clear();
+        next.extend(
+            span_sums[..valid]
+                .iter()
+                .zip(&span_sums[span..])
+                .map(|(&a, &b)| a.saturating_add(b)),
+        );
+        std::mem::swap(span_sums, next);
+        span *= 2;
     }
 }
 
@@ -324,9 +410,9 @@ fn correlate(
 /// found scored 10 or more; the cut leaves room for music unlike that corpus.
 const DEEP_MIN_VOTE_EXCESS: f64 = 6.0;
 
-/// Empty bins on both ends of the vote array, so the tolerance window of any
-/// offset stays inside it.
-const VOTE_PAD: usize = VERIFY_TOLERANCE_FRAMES as usize;
+/// Empty bins on both ends of the vote array, so the box sums of the
+/// tolerance window around any offset a half votes for stay inside it.
+const VOTE_PAD: usize = 2 * VERIFY_TOLERANCE_FRAMES as usize;
 
 #[cfg(test)]
 mod tests {
@@ -482,23 +568,40 @@ mod tests {
         assert!(tiled.windows(2).all(|w| w[0].1 == w[1].0));
     }
 
-    #[test]
-    fn best_offsets_need_votes_that_stand_out() {
-        let len = 2000;
+    /// A search whose current window holds `votes` (box sums computed).
+    fn search_with_votes(votes: Vec<u16>) -> DeepSearch {
+        let len = votes.len();
+        let tol = VERIFY_TOLERANCE_FRAMES as usize;
         let mut search = DeepSearch {
-            window: vec![3; len],
+            previous: vec![0; len],
             boxed: vec![0; len],
             ..DeepSearch::default()
         };
+        box_sums(
+            &votes,
+            2 * tol + 1,
+            &mut search.boxed[tol..len - tol],
+            &mut search.sums,
+        );
+        search.current = votes;
+        search
+    }
+
+    #[test]
+    fn best_offsets_need_votes_that_stand_out() {
+        let len = 2000;
         let (lo, hi) = (VOTE_PAD, len - 1 - VOTE_PAD);
         // Evenly spread votes: the best offset is no better than its neighbours.
+        let mut search = search_with_votes(vec![3; len]);
         assert!(search.best_offsets(lo, hi, 10).is_empty());
         // A spike at 1000 and a smaller one at 1500 stand out; 1001 is the
         // same hypothesis as 1000. Among the offsets whose tolerance covers
         // both, the one with the most votes of its own is taken.
-        search.window[1000] += 40;
-        search.window[1001] += 30;
-        search.window[1500] += 30;
+        let mut votes = vec![3; len];
+        votes[1000] += 40;
+        votes[1001] += 30;
+        votes[1500] += 30;
+        let mut search = search_with_votes(votes);
         let best = search.best_offsets(lo, hi, 10);
         assert_eq!(
             best.iter().map(|b| b.1).collect::<Vec<_>>(),
@@ -507,5 +610,57 @@ mod tests {
         assert_eq!(best[0].0, 15 + 70);
         // Below the minimum number of votes nothing is proposed.
         assert!(search.best_offsets(lo, hi, 100).is_empty());
+    }
+
+    fn pseudo_random(n: usize, modulus: u64, seed: u64) -> Vec<u16> {
+        let mut state = seed.wrapping_mul(6364136223846793005) | 1;
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 33) % modulus) as u16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn box_sums_match_a_plain_sum_and_saturate() {
+        let mut sums = Default::default();
+        for (n, modulus) in [(1, 5), (50, 7), (333, 20_000)] {
+            let values = pseudo_random(n + 20, modulus, n as u64);
+            for width in 1..=17 {
+                let mut out = vec![9; n];
+                box_sums(&values[..n + width - 1], width, &mut out, &mut sums);
+                for (i, &o) in out.iter().enumerate() {
+                    let plain: u32 = values[i..i + width].iter().map(|&v| u32::from(v)).sum();
+                    assert_eq!(
+                        u32::from(o),
+                        plain.min(u32::from(u16::MAX)),
+                        "{n} {width} {i}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn range_top_matches_a_plain_search() {
+        for seed in 0..20u64 {
+            let boxed = pseudo_random(700, 6, seed);
+            let centres = pseudo_random(700, 4, seed + 100);
+            let block_max: Vec<u16> = boxed
+                .chunks(MAX_BLOCK)
+                .map(|c| c.iter().copied().max().unwrap_or(0))
+                .collect();
+            for range in [0..700, 3..5, 64..128, 63..129, 100..650, 699..700, 5..5] {
+                let plain = range
+                    .clone()
+                    .map(|at| (boxed[at], centres[at], at))
+                    .max_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(b.2.cmp(&a.2)));
+                let fast = range_top(&boxed, &block_max, range.clone(), |at| centres[at]);
+                assert_eq!(fast, plain, "seed {seed} range {range:?}");
+            }
+        }
     }
 }
