@@ -40,7 +40,10 @@
 //!    whole signal would; rayon fingerprints the blocks in parallel.
 //!
 //! Every index records [`CONFIG_ID`]; any change to a constant here or in the
-//! submodules (`peaks`, `hash`) must bump it.
+//! submodules (`peaks`, `hash`) that alters reference fingerprints or query
+//! hashes must bump it. Query verification peaks
+//! ([`QUERY_VERIFY_PEAKS_PER_SECOND`], [`QUERY_VERIFY_NEIGHBOURHOOD_BINS`]) are
+//! never stored and only change scores, not compatibility.
 
 mod hash;
 mod peaks;
@@ -55,7 +58,7 @@ pub use hash::triplet_prints;
 pub use peaks::pick_peaks;
 pub use stream::{PIPELINE_BLOCK_FRAMES, StreamingFingerprinter};
 
-use peaks::{limit_density, peak_candidates};
+use peaks::{PeakCandidates, limit_density, peak_candidates};
 
 /// Identifies the fingerprint parameters; stored in every index segment.
 pub const CONFIG_ID: u32 = 0x0001_000B;
@@ -97,6 +100,9 @@ struct SideParams {
     neighbourhood_bins: usize,
     /// ± frames of the local-maximum neighbourhood.
     neighbourhood_frames: usize,
+    /// ± log bins of the local-maximum neighbourhood of verification peaks
+    /// (at most `neighbourhood_bins`).
+    verify_neighbourhood_bins: usize,
     /// Peaks kept per second (per sliding second) for hashing.
     peaks_per_second: usize,
     /// Peaks kept per second for match verification ([`Fingerprint::peaks`]);
@@ -115,6 +121,7 @@ pub const REF_TRIPLETS_PER_ANCHOR: usize = 6;
 const REFERENCE: SideParams = SideParams {
     neighbourhood_bins: 8,
     neighbourhood_frames: 10,
+    verify_neighbourhood_bins: 8,
     peaks_per_second: 24,
     verify_peaks_per_second: 24,
     fanout: REF_FANOUT,
@@ -124,6 +131,7 @@ const REFERENCE: SideParams = SideParams {
 const QUERY: SideParams = SideParams {
     neighbourhood_bins: 8,
     neighbourhood_frames: 10,
+    verify_neighbourhood_bins: QUERY_VERIFY_NEIGHBOURHOOD_BINS,
     peaks_per_second: 40,
     verify_peaks_per_second: QUERY_VERIFY_PEAKS_PER_SECOND,
     fanout: 9,
@@ -132,7 +140,14 @@ const QUERY: SideParams = SideParams {
 
 /// Query peaks kept for verification: denser than the reference's, so a reference
 /// peak that is not among the strongest of a mixture is still found.
-pub const QUERY_VERIFY_PEAKS_PER_SECOND: usize = 40;
+pub const QUERY_VERIFY_PEAKS_PER_SECOND: usize = 60;
+/// Query verification peaks are local maxima over ± this many log bins (a
+/// quarter octave), not the ± third of an octave of hashed peaks: under louder
+/// music a work's peak often has a stronger partial of the other music a few
+/// bins away, which hides it from the larger neighbourhood. On the evaluation
+/// (two reference/held-out splits) this raised 10 s recall under music mixed
+/// 6 dB louder by 3–5 points, noise at 0 dB SNR within ±1 point at 10 s.
+pub const QUERY_VERIFY_NEIGHBOURHOOD_BINS: usize = 6;
 
 impl Side {
     fn params(self) -> SideParams {
@@ -269,14 +284,22 @@ fn fingerprint_block(
 ) -> Fingerprint {
     let spec = spectrogram::spectrogram(samples);
     let frames = spec.log.nrows();
-    let candidates = peak_candidates(&spec, side);
+    let PeakCandidates { hashing, verify } = peak_candidates(&spec, side);
     let params = side.params();
-    let (peaks, verify_peaks) = if params.verify_peaks_per_second == params.peaks_per_second {
-        let peaks = limit_density(candidates, params.peaks_per_second);
-        (peaks.clone(), peaks)
-    } else {
-        let verify = limit_density(candidates.clone(), params.verify_peaks_per_second);
-        (limit_density(candidates, params.peaks_per_second), verify)
+    let (per_second, verify_per_second) = (params.peaks_per_second, params.verify_peaks_per_second);
+    let (peaks, verify_peaks) = match verify {
+        Some(verify) => (
+            limit_density(hashing, per_second),
+            limit_density(verify, verify_per_second),
+        ),
+        None if verify_per_second == per_second => {
+            let peaks = limit_density(hashing, per_second);
+            (peaks.clone(), peaks)
+        }
+        None => (
+            limit_density(hashing.clone(), per_second),
+            limit_density(hashing, verify_per_second),
+        ),
     };
     let mut prints = Vec::new();
     let offset = frame_offset as u32;

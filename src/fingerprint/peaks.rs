@@ -9,56 +9,124 @@ use crate::spectrogram::{Spectrogram, max_f32, span_level};
 /// Picks peaks at the side's hashing density (see module docs).
 pub fn pick_peaks(spectrogram: &Spectrogram, side: Side) -> Vec<Peak> {
     limit_density(
-        peak_candidates(spectrogram, side),
+        peak_candidates(spectrogram, side).hashing,
         side.params().peaks_per_second,
     )
 }
 
-/// Every local maximum that qualifies as a peak, before density control.
-pub(super) fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> Vec<Peak> {
+/// Local maxima that qualify as peaks, before density control.
+pub(super) struct PeakCandidates {
+    /// Maxima over the side's hashing neighbourhood.
+    pub hashing: Vec<Peak>,
+    /// Maxima over its (smaller) verification neighbourhood: a superset of
+    /// `hashing`. `None` when both neighbourhoods are the same.
+    pub verify: Option<Vec<Peak>>,
+}
+
+/// Every local maximum that qualifies as a peak, over the side's hashing and
+/// verification neighbourhoods, in one pass: a maximum over the larger
+/// neighbourhood is a maximum over the smaller one that no cell of the ring
+/// between the two exceeds.
+pub(super) fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> PeakCandidates {
     let spec = spectrogram.log.view();
     let p = side.params();
     let (frames, bins) = spec.dim();
-    if frames == 0 || bins == 0 {
-        return Vec::new();
-    }
-    let freq_max = max_filter_bins(spec, p.neighbourhood_bins);
+    let outer = p.neighbourhood_bins;
+    let inner = p.verify_neighbourhood_bins.min(outer);
+    let mut hashing = Vec::new();
+    let mut verify = Vec::new();
     let spec_rows = spec.as_standard_layout();
-    let (Some(cells), Some(max_cells)) = (spec_rows.as_slice(), freq_max.as_slice()) else {
-        return Vec::new();
-    };
-    let mut candidates = Vec::new();
-    let nt = p.neighbourhood_frames;
-    for (t, (row, max_row)) in cells
-        .chunks_exact(bins)
-        .zip(max_cells.chunks_exact(bins))
-        .enumerate()
-    {
-        // Summed as ndarray sums (same rounding as the indexed fingerprints).
-        let frame_mean = ndarray::ArrayView1::from(row).sum() / bins as f32;
-        let t_lo = t.saturating_sub(nt);
-        let t_hi = (t + nt).min(frames - 1);
-        // Edge bins are not local maxima of the spectrum, only of the grid.
-        for k in 1..bins.saturating_sub(1) {
-            let v = row[k];
-            if v < max_row[k] || v < SILENCE_LOG2 || v - frame_mean < MIN_PROMINENCE {
-                continue;
+    let freq_max = max_filter_bins(spec, inner);
+    if let (true, Some(cells), Some(max_cells)) = (
+        frames > 0 && bins > 0,
+        spec_rows.as_slice(),
+        freq_max.as_slice(),
+    ) {
+        let nt = p.neighbourhood_frames;
+        for (t, (row, max_row)) in cells
+            .chunks_exact(bins)
+            .zip(max_cells.chunks_exact(bins))
+            .enumerate()
+        {
+            // Summed as ndarray sums (same rounding as the indexed fingerprints).
+            let frame_mean = ndarray::ArrayView1::from(row).sum() / bins as f32;
+            let t_lo = t.saturating_sub(nt);
+            let t_hi = (t + nt).min(frames - 1);
+            // Edge bins are not local maxima of the spectrum, only of the grid.
+            for k in 1..bins.saturating_sub(1) {
+                let v = row[k];
+                if v < max_row[k] || v < SILENCE_LOG2 || v - frame_mean < MIN_PROMINENCE {
+                    continue;
+                }
+                // Strict maximum with ties resolved to the earliest frame and lowest bin,
+                // so a plateau yields exactly one peak.
+                let column_max = |u: usize| max_cells[u * bins + k];
+                if (t + 1..=t_hi).any(|u| column_max(u) > v)
+                    || (t_lo..t).any(|u| column_max(u) >= v)
+                    || row[k.saturating_sub(inner)..k].iter().any(|&x| x >= v)
+                {
+                    continue;
+                }
+                let peak = refine(spectrogram, t, k, v - frame_mean);
+                if inner < outer {
+                    verify.push(peak);
+                    let ring = Ring {
+                        cells,
+                        bins,
+                        inner,
+                        outer,
+                    };
+                    if !ring.holds_a_rival(t, t_lo..=t_hi, k, v) {
+                        hashing.push(peak);
+                    }
+                } else {
+                    hashing.push(peak);
+                }
             }
-            // Strict maximum with ties resolved to the earliest frame and lowest bin,
-            // so a plateau yields exactly one peak.
-            let column_max = |u: usize| max_cells[u * bins + k];
-            if (t + 1..=t_hi).any(|u| column_max(u) > v)
-                || (t_lo..t).any(|u| column_max(u) >= v)
-                || row[k.saturating_sub(p.neighbourhood_bins)..k]
-                    .iter()
-                    .any(|&x| x >= v)
-            {
-                continue;
-            }
-            candidates.push(refine(spectrogram, t, k, v - frame_mean));
         }
     }
-    candidates
+    PeakCandidates {
+        hashing,
+        verify: (inner < outer).then_some(verify),
+    }
+}
+
+/// The bins more than `inner` and at most `outer` bins from a peak candidate.
+struct Ring<'a> {
+    /// The log spectrogram, row-major.
+    cells: &'a [f32],
+    bins: usize,
+    inner: usize,
+    outer: usize,
+}
+
+impl Ring<'_> {
+    /// Whether a cell of the ring around bin `k`, over `frames`, rules out the
+    /// candidate at frame `t` with level `v` as a maximum over ±`outer` bins
+    /// (with the tie rules of [`peak_candidates`]: an equal cell wins when it
+    /// comes earlier, or at a lower bin of the same frame).
+    fn holds_a_rival(
+        &self,
+        t: usize,
+        frames: std::ops::RangeInclusive<usize>,
+        k: usize,
+        v: f32,
+    ) -> bool {
+        let below = k.saturating_sub(self.outer)..k.saturating_sub(self.inner);
+        let above_end = (k + self.outer + 1).min(self.bins);
+        let above = (k + self.inner + 1).min(above_end)..above_end;
+        frames.into_iter().any(|u| {
+            let row = &self.cells[u * self.bins..(u + 1) * self.bins];
+            let earlier = u < t;
+            let later = u > t;
+            row[below.clone()]
+                .iter()
+                .any(|&x| if later { x > v } else { x >= v })
+                || row[above.clone()]
+                    .iter()
+                    .any(|&x| if earlier { x >= v } else { x > v })
+        })
+    }
 }
 
 /// Maximum over ± `half` bins along frequency, per frame.
@@ -229,6 +297,72 @@ mod tests {
                     assert_eq!(fast[[0, k]], naive, "bins {bins} half {half} k {k}");
                 }
             }
+        }
+    }
+
+    /// Peak candidates by their definition: qualifying cells (not on an edge
+    /// bin, above the silence floor, prominent in their frame) that no cell
+    /// within ±`half_bins` bins and ±`half_frames` frames beats, where an
+    /// equal cell wins when it is earlier, or in the same frame at a lower bin.
+    fn brute_force_candidates(
+        spectrogram: &Spectrogram,
+        half_bins: usize,
+        half_frames: usize,
+    ) -> Vec<Peak> {
+        let spec = &spectrogram.log;
+        let (frames, bins) = spec.dim();
+        let mut found = Vec::new();
+        for t in 0..frames {
+            let mean = spec.row(t).sum() / bins as f32;
+            for k in 1..bins.saturating_sub(1) {
+                let v = spec[[t, k]];
+                if v < SILENCE_LOG2 || v - mean < MIN_PROMINENCE {
+                    continue;
+                }
+                let rival = (t.saturating_sub(half_frames)..=(t + half_frames).min(frames - 1))
+                    .any(|u| {
+                        (k.saturating_sub(half_bins)..=(k + half_bins).min(bins - 1)).any(|j| {
+                            let x = spec[[u, j]];
+                            (u, j) != (t, k) && (x > v || (x == v && (u < t || (u == t && j < k))))
+                        })
+                    });
+                if !rival {
+                    found.push(refine(spectrogram, t, k, v - mean));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn both_neighbourhoods_match_their_definition() {
+        for (seed, quantum) in [(3u64, 0.0f32), (4, 0.5), (5, 2.0)] {
+            let mut spec = spectrogram::spectrogram(&melody(6.0, seed));
+            // Coarse levels make plateaus, to exercise the tie rules.
+            if quantum > 0.0 {
+                spec.log.mapv_inplace(|v| (v / quantum).round() * quantum);
+            }
+            let query = Side::Query.params();
+            let candidates = peak_candidates(&spec, Side::Query);
+            let verify = candidates
+                .verify
+                .expect("the query has a smaller verify neighbourhood");
+            assert!(!candidates.hashing.is_empty() && verify.len() > candidates.hashing.len());
+            assert_eq!(
+                candidates.hashing,
+                brute_force_candidates(&spec, query.neighbourhood_bins, query.neighbourhood_frames)
+            );
+            assert_eq!(
+                verify,
+                brute_force_candidates(
+                    &spec,
+                    query.verify_neighbourhood_bins,
+                    query.neighbourhood_frames
+                )
+            );
+            let reference = peak_candidates(&spec, Side::Reference);
+            assert!(reference.verify.is_none());
+            assert_eq!(reference.hashing, candidates.hashing);
         }
     }
 
