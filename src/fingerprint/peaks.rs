@@ -33,62 +33,60 @@ pub(super) fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> PeakCand
     let (frames, bins) = spec.dim();
     let outer = p.neighbourhood_bins;
     let inner = p.verify_neighbourhood_bins.min(outer);
-    let mut hashing = Vec::new();
-    let mut verify = Vec::new();
-    let spec_rows = spec.as_standard_layout();
+    let mut candidates = PeakCandidates {
+        hashing: Vec::new(),
+        verify: (inner < outer).then(Vec::new),
+    };
+    if frames == 0 || bins == 0 {
+        return candidates;
+    }
     let freq_max = max_filter_bins(spec, inner);
-    if let (true, Some(cells), Some(max_cells)) = (
-        frames > 0 && bins > 0,
-        spec_rows.as_slice(),
-        freq_max.as_slice(),
-    ) {
-        let nt = p.neighbourhood_frames;
-        for (t, (row, max_row)) in cells
-            .chunks_exact(bins)
-            .zip(max_cells.chunks_exact(bins))
-            .enumerate()
-        {
-            // Summed as ndarray sums (same rounding as the indexed fingerprints).
-            let frame_mean = ndarray::ArrayView1::from(row).sum() / bins as f32;
-            let t_lo = t.saturating_sub(nt);
-            let t_hi = (t + nt).min(frames - 1);
-            // Edge bins are not local maxima of the spectrum, only of the grid.
-            for k in 1..bins.saturating_sub(1) {
-                let v = row[k];
-                if v < max_row[k] || v < SILENCE_LOG2 || v - frame_mean < MIN_PROMINENCE {
+    let spec_rows = spec.as_standard_layout();
+    let (Some(cells), Some(max_cells)) = (spec_rows.as_slice(), freq_max.as_slice()) else {
+        return candidates;
+    };
+    let ring = Ring {
+        cells,
+        bins,
+        inner,
+        outer,
+    };
+    let nt = p.neighbourhood_frames;
+    for (t, (row, max_row)) in cells
+        .chunks_exact(bins)
+        .zip(max_cells.chunks_exact(bins))
+        .enumerate()
+    {
+        // Summed as ndarray sums (same rounding as the indexed fingerprints).
+        let frame_mean = ndarray::ArrayView1::from(row).sum() / bins as f32;
+        let t_lo = t.saturating_sub(nt);
+        let t_hi = (t + nt).min(frames - 1);
+        // Edge bins are not local maxima of the spectrum, only of the grid.
+        for k in 1..bins.saturating_sub(1) {
+            let v = row[k];
+            if v < max_row[k] || v < SILENCE_LOG2 || v - frame_mean < MIN_PROMINENCE {
+                continue;
+            }
+            // Strict maximum with ties resolved to the earliest frame and lowest bin,
+            // so a plateau yields exactly one peak.
+            let column_max = |u: usize| max_cells[u * bins + k];
+            if (t + 1..=t_hi).any(|u| column_max(u) > v)
+                || (t_lo..t).any(|u| column_max(u) >= v)
+                || row[k.saturating_sub(inner)..k].iter().any(|&x| x >= v)
+            {
+                continue;
+            }
+            let peak = refine(spectrogram, t, k, v - frame_mean);
+            if let Some(verify) = &mut candidates.verify {
+                verify.push(peak);
+                if ring.holds_a_rival(t, t_lo..=t_hi, k, v) {
                     continue;
-                }
-                // Strict maximum with ties resolved to the earliest frame and lowest bin,
-                // so a plateau yields exactly one peak.
-                let column_max = |u: usize| max_cells[u * bins + k];
-                if (t + 1..=t_hi).any(|u| column_max(u) > v)
-                    || (t_lo..t).any(|u| column_max(u) >= v)
-                    || row[k.saturating_sub(inner)..k].iter().any(|&x| x >= v)
-                {
-                    continue;
-                }
-                let peak = refine(spectrogram, t, k, v - frame_mean);
-                if inner < outer {
-                    verify.push(peak);
-                    let ring = Ring {
-                        cells,
-                        bins,
-                        inner,
-                        outer,
-                    };
-                    if !ring.holds_a_rival(t, t_lo..=t_hi, k, v) {
-                        hashing.push(peak);
-                    }
-                } else {
-                    hashing.push(peak);
                 }
             }
+            candidates.hashing.push(peak);
         }
     }
-    PeakCandidates {
-        hashing,
-        verify: (inner < outer).then_some(verify),
-    }
+    candidates
 }
 
 /// The bins more than `inner` and at most `outer` bins from a peak candidate.
