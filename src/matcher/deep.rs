@@ -28,7 +28,7 @@
 //! about one window in a hundred. Only unscaled alignments are searched;
 //! sped-up or pitched copies keep enough triplets for the hash stages.
 
-use super::verify::{CHANCE_SHIFTS_FRAMES, VERIFY_TOLERANCE_FRAMES, VERIFY_TOLERANCE_HALF_BINS};
+use super::verify::{VERIFY_TOLERANCE_FRAMES, VERIFY_TOLERANCE_HALF_BINS};
 use super::{FRAMES_PER_SECOND, Index, Segment, WorkRef};
 use crate::fingerprint::PeakPoint;
 
@@ -281,7 +281,7 @@ impl DeepSearch {
                 .collect();
         }
         best.retain(|&(votes, o)| {
-            let nearby: Vec<f64> = CHANCE_SHIFTS_FRAMES
+            let nearby: Vec<f64> = NEARBY_SHIFTS_FRAMES
                 .iter()
                 .filter_map(|&s| usize::try_from(o as i64 + s).ok())
                 .filter(|&i| (lo..=hi).contains(&i))
@@ -402,8 +402,12 @@ fn correlate(
     }
 }
 
+/// Wrong offsets (frames from a candidate) whose votes measure what chance
+/// gives near it. Odd, unrelated values avoid beat periods.
+const NEARBY_SHIFTS_FRAMES: [i64; 6] = [-131, -83, -37, 41, 89, 127];
+
 /// A deep offset is verified only when its votes exceed the mean votes at the
-/// [`CHANCE_SHIFTS_FRAMES`] wrong offsets by this many chance spreads: most
+/// [`NEARBY_SHIFTS_FRAMES`] wrong offsets by this many chance spreads: most
 /// windows of unrelated audio have a best offset, but not one that stands out.
 /// On the evaluation's 10 s queries (mix −6 dB, pink and white noise at 0 dB)
 /// chance windows scored 2–5 (99 % below 6) and every work the deep search
