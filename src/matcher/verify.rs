@@ -135,6 +135,10 @@ impl<'a> PeakCheck<'a> {
             found,
             chance: 0.0,
         };
+        // Chance is the mean over the shifts that land on reference peaks (near
+        // the ends of a reference some land beyond it). Until every shift is
+        // counted, the sum over all of them is a lower bound of that mean.
+        let (mut chance_sum, mut measured) = (0.0, 0u32);
         for &shift in &CHANCE_SHIFTS_FRAMES {
             if evidence.score() < threshold {
                 // More chance only lowers the score.
@@ -143,10 +147,13 @@ impl<'a> PeakCheck<'a> {
             let (c, f) = count(shift, None);
             // Scale to the number of peaks of the true alignment.
             if c > 0 {
-                evidence.chance += f64::from(f) * f64::from(checked)
-                    / f64::from(c)
-                    / CHANCE_SHIFTS_FRAMES.len() as f64;
+                chance_sum += f64::from(f) * f64::from(checked) / f64::from(c);
+                measured += 1;
             }
+            evidence.chance = chance_sum / CHANCE_SHIFTS_FRAMES.len() as f64;
+        }
+        if measured > 0 {
+            evidence.chance = chance_sum / f64::from(measured);
         }
         evidence
     }
@@ -199,7 +206,7 @@ fn peak_near_from(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matcher::DEFAULT_CONFIDENT_SCORE;
+    use crate::matcher::{DEFAULT_CONFIDENT_SCORE, DEFAULT_MIN_SCORE};
 
     #[test]
     fn peak_lookup_honours_tolerances() {
@@ -220,6 +227,85 @@ mod tests {
         assert_eq!(peak_near(&peaks, &none, -5, 50), None);
         // A peak explained by another match is not found again.
         assert_eq!(peak_near(&peaks, &[true, false, false], 10, 50), None);
+    }
+
+    /// A query with a peak everywhere finds every reference peak at any
+    /// alignment: that is chance, not evidence, also where some chance shifts
+    /// fall beyond the end of a short reference.
+    #[test]
+    fn a_query_full_of_peaks_proves_nothing_against_a_short_reference() {
+        use crate::index::segment::SegmentWork;
+        use crate::index::{IndexWriter, NewWork};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let writer = IndexWriter::open(dir.path()).expect("writer");
+        let ref_frames = (2.0 * FRAMES_PER_SECOND) as u32;
+        let ref_peaks: Vec<PeakPoint> = (0..ref_frames)
+            .step_by(5)
+            .map(|t_frame| PeakPoint {
+                t_frame,
+                f_half_bins: (40 + t_frame % 97) as u8,
+            })
+            .collect();
+        let work = SegmentWork {
+            id: "short".into(),
+            duration_s: 2.0,
+            prints: 0,
+        };
+        writer
+            .add_works(&[NewWork {
+                work: &work,
+                prints: &[],
+                peaks: &ref_peaks,
+            }])
+            .expect("add");
+        let index = Index::open(dir.path()).expect("index");
+        let work_ref = index.work_ref_of_slot(0).expect("work");
+        // Long enough for the reference's peaks under every shift.
+        let query_frames = 4 * ref_frames;
+        let query_peaks: Vec<PeakPoint> = (0..query_frames)
+            .flat_map(|t_frame| {
+                (0..64u8).map(move |k| PeakPoint {
+                    t_frame,
+                    f_half_bins: 4 * k,
+                })
+            })
+            .collect();
+        let segment = Segment {
+            anchors: 0,
+            hits: 0,
+            tq_start: 0.0,
+            tq_end: f64::from(ref_frames),
+            slope: 1.0,
+            intercept: 0.0,
+            pitch_half_bins: 0.0,
+            range_from_peaks: false,
+            deep: false,
+        };
+        // The checked window runs 1 s past the reference's end: some shifts
+        // move it wholly beyond the reference.
+        let window_frames = i64::from(ref_frames) + (VERIFY_MARGIN_S * FRAMES_PER_SECOND) as i64;
+        let beyond = CHANCE_SHIFTS_FRAMES
+            .iter()
+            .filter(|&&s| s >= i64::from(ref_frames) || s + window_frames <= 0)
+            .count();
+        assert!(beyond > 0);
+        let consumed = vec![false; query_peaks.len()];
+        let mut scratch = Vec::new();
+        let evidence = PeakCheck::new(&query_peaks, &consumed, &mut scratch).verify(
+            &index,
+            work_ref,
+            &segment,
+            f64::NEG_INFINITY,
+            None,
+        );
+        assert_eq!(evidence.checked as usize, ref_peaks.len());
+        assert_eq!(evidence.found, evidence.checked);
+        assert!(
+            (evidence.chance - f64::from(evidence.checked)).abs() < 1e-9,
+            "{evidence:?}"
+        );
+        assert!(evidence.score() < DEFAULT_MIN_SCORE, "{evidence:?}");
     }
 
     #[test]
