@@ -43,6 +43,9 @@ pub enum DecodeError {
         decoded_s: f64,
         declared_s: f64,
     },
+    /// A container without a declared length whose end is missing.
+    #[error("{input}: truncated: {reason}")]
+    Unterminated { input: String, reason: String },
     #[error("{input}: no audio could be decoded")]
     NoAudio { input: String },
     #[error("{input}: read error: {source}")]

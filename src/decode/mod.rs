@@ -10,13 +10,17 @@
 //!   decoding starts where the container declares them, and enforced while decoding
 //!   where it does not. Every failure is a [`DecodeError`] naming the input and the
 //!   reason; nothing here panics on hostile input.
+//! * A file cut short is an error, not a shorter file: where the container declares
+//!   a length, decoding must reach it; an Ogg file (no declared length) must end
+//!   with a whole end-of-stream page ([`ogg_end`]).
 
 mod error;
 mod limits;
+mod ogg_end;
 mod resample;
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::LazyLock;
 
@@ -93,7 +97,7 @@ pub fn decode_file_stream(
     sink: impl FnMut(&[f32]),
 ) -> Result<AudioInfo, DecodeError> {
     let input = path.display().to_string();
-    let file = File::open(path).map_err(|source| DecodeError::Open {
+    let mut file = File::open(path).map_err(|source| DecodeError::Open {
         input: input.clone(),
         source,
     })?;
@@ -114,6 +118,16 @@ pub fn decode_file_stream(
             max_bytes: limits.max_bytes,
         });
     }
+    check_ogg_end_of_file(&mut file, bytes).map_err(|err| match err {
+        OggEndError::Read(source) => DecodeError::Read {
+            input: input.clone(),
+            source,
+        },
+        OggEndError::Incomplete(reason) => DecodeError::Unterminated {
+            input: input.clone(),
+            reason: reason.into(),
+        },
+    })?;
     let extension = path.extension().and_then(|e| e.to_str());
     decode_source(
         Box::new(file),
@@ -173,6 +187,15 @@ pub fn decode_bytes(
             max_bytes: limits.max_bytes,
         });
     }
+    if ogg_end::is_ogg(&bytes) {
+        let tail = bytes.get(bytes.len().saturating_sub(ogg_end::MAX_PAGE_BYTES)..);
+        if let Some(reason) = ogg_end::incompleteness(tail.unwrap_or_default()) {
+            return Err(DecodeError::Unterminated {
+                input: input.to_string(),
+                reason: reason.into(),
+            });
+        }
+    }
     decode_source(
         Box::new(io::Cursor::new(bytes)),
         input,
@@ -181,6 +204,37 @@ pub fn decode_bytes(
         target_rate_hz,
         sink,
     )
+}
+
+/// Why [`check_ogg_end_of_file`] refused a file.
+enum OggEndError {
+    Read(io::Error),
+    Incomplete(&'static str),
+}
+
+/// For an Ogg file of `bytes` bytes, checks that it ends with a whole
+/// end-of-stream page; other files pass. Leaves `file` at its start.
+fn check_ogg_end_of_file(file: &mut File, bytes: u64) -> Result<(), OggEndError> {
+    let mut head = [0u8; 4];
+    let is_ogg = match file.read_exact(&mut head) {
+        Ok(()) => ogg_end::is_ogg(&head),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
+        Err(e) => return Err(OggEndError::Read(e)),
+    };
+    if is_ogg {
+        let tail_bytes = bytes.min(ogg_end::MAX_PAGE_BYTES as u64);
+        file.seek(SeekFrom::Start(bytes - tail_bytes))
+            .map_err(OggEndError::Read)?;
+        let mut tail = Vec::with_capacity(ogg_end::MAX_PAGE_BYTES);
+        file.take(tail_bytes)
+            .read_to_end(&mut tail)
+            .map_err(OggEndError::Read)?;
+        if let Some(reason) = ogg_end::incompleteness(&tail) {
+            return Err(OggEndError::Incomplete(reason));
+        }
+    }
+    file.seek(SeekFrom::Start(0)).map_err(OggEndError::Read)?;
+    Ok(())
 }
 
 fn decode_source(
@@ -396,6 +450,49 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("notes.wav:"), "{err}");
+    }
+
+    /// A real Ogg/Vorbis file cut at a page boundary or inside a page is an
+    /// error naming the file, whether read from disk or from memory; the
+    /// whole file decodes.
+    #[test]
+    fn ogg_cut_short_is_truncated_not_a_shorter_file() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("test-audio/refs/wesnoth-heroes-rite.ogg");
+        let whole = std::fs::read(&path).expect("test clip");
+        let limits = DecodeLimits::default();
+        decode_file(&path, &limits, 8000).expect("the whole file decodes");
+        let last_page = whole
+            .windows(4)
+            .rposition(|w| w == b"OggS")
+            .expect("an Ogg page");
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (cut, kind) in [
+            (last_page, "not marked end-of-stream"),
+            (whole.len() / 2, "mid-page"),
+            (whole.len() - 1, "mid-page"),
+        ] {
+            let cut_path = dir.path().join("cut.ogg");
+            std::fs::write(&cut_path, &whole[..cut]).expect("write");
+            let err = decode_file(&cut_path, &limits, 8000).unwrap_err();
+            assert!(matches!(err, DecodeError::Unterminated { .. }), "{err}");
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&cut_path.display().to_string()),
+                "{message}"
+            );
+            assert!(message.contains(kind), "cut at {cut}: {message}");
+            let err = decode_bytes(
+                whole[..cut].to_vec(),
+                "upload.ogg",
+                None,
+                &limits,
+                8000,
+                |_| {},
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains(kind), "{err}");
+        }
     }
 
     #[test]

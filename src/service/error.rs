@@ -318,6 +318,7 @@ fn classify_decode(d: &DecodeError) -> Class {
         DecodeError::BadParameters { .. }
         | DecodeError::Corrupt { .. }
         | DecodeError::Truncated { .. }
+        | DecodeError::Unterminated { .. }
         | DecodeError::NoAudio { .. } => bad("UNDECODABLE_AUDIO"),
         // Open, Read, Resample, and anything added later.
         _ => Class::internal(),
