@@ -84,6 +84,18 @@ CONDITIONS = {
     "mix-6db": dict(kind="mix", interference_db=6.0),
     "embedded60": dict(kind="embed", carrier_s=60.0, fade_s=0.05),
 }
+DEFAULT_CONDITIONS = list(CONDITIONS)
+
+# Stress conditions beyond the targets (generated only when named in
+# --conditions): larger pitch and tempo changes, telephone band.
+CONDITIONS.update({
+    "pitch+2": dict(kind="sox", fx=["pitch", "200"], speed=1.0, pitch=SEMITONE ** 2),
+    "pitch-2": dict(kind="sox", fx=["pitch", "-200"], speed=1.0, pitch=SEMITONE ** -2),
+    "tempo+10": dict(kind="sox", fx=["tempo", "-m", "1.10"], speed=1.10, pitch=1.0),
+    "tempo-10": dict(kind="sox", fx=["tempo", "-m", "0.90"], speed=0.90, pitch=1.0),
+    "phone": dict(kind="sox", fx=["highpass", "300", "lowpass", "3400"], speed=1.0, pitch=1.0),
+    "mix-3db": dict(kind="mix", interference_db=3.0),
+})
 
 # ---------------------------------------------------------------- speech text
 WORDS = {
@@ -547,7 +559,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1, help="query sampling seed")
     ap.add_argument("--split-seed", type=int, default=1, help="reference / held-out split seed")
     ap.add_argument("--per-cell", type=int, default=100, help="queries per (condition, length)")
-    ap.add_argument("--conditions", default=",".join(CONDITIONS), help="comma list (default: all)")
+    ap.add_argument("--conditions", default=",".join(DEFAULT_CONDITIONS),
+                    help="comma list (default: all but the stress conditions %s)"
+                    % ",".join(c for c in CONDITIONS if c not in DEFAULT_CONDITIONS))
     ap.add_argument("--lengths", default="5,10")
     ap.add_argument("--negative-minutes", type=float, default=60.0)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)

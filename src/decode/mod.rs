@@ -11,11 +11,13 @@
 //!   where it does not. Every failure is a [`DecodeError`] naming the input and the
 //!   reason; nothing here panics on hostile input.
 //! * A file cut short is an error, not a shorter file: where the container declares
-//!   a length, decoding must reach it; an Ogg file (no declared length) must end
-//!   with a whole end-of-stream page ([`ogg_end`]).
+//!   a length, decoding must reach it (for MP3, when a Xing/Info tag declares it:
+//!   [`mp3_tag`]); an Ogg file (no declared length) must end with a whole
+//!   end-of-stream page ([`ogg_end`]).
 
 mod error;
 mod limits;
+mod mp3_tag;
 mod ogg_end;
 mod resample;
 
@@ -43,6 +45,10 @@ const MAX_CONSECUTIVE_BAD_PACKETS: usize = 64;
 /// A stream whose demuxer hits end-of-file before this fraction of its declared
 /// length is reported as truncated.
 const TRUNCATION_TOLERANCE: f64 = 0.95;
+/// Seconds a stream that ends normally may fall short of a declared length
+/// (beyond [`TRUNCATION_TOLERANCE`]) before it is reported as truncated:
+/// encoder delay and padding of a short file.
+const TRUNCATION_SLACK_S: f64 = 0.1;
 
 /// What the decoder learned about the input.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,12 +124,12 @@ pub fn decode_file_stream(
             max_bytes: limits.max_bytes,
         });
     }
-    check_ogg_end_of_file(&mut file, bytes).map_err(|err| match err {
-        OggEndError::Read(source) => DecodeError::Read {
+    let facts = inspect_file(&mut file, bytes).map_err(|err| match err {
+        InspectError::Read(source) => DecodeError::Read {
             input: input.clone(),
             source,
         },
-        OggEndError::Incomplete(reason) => DecodeError::Unterminated {
+        InspectError::Incomplete(reason) => DecodeError::Unterminated {
             input: input.clone(),
             reason: reason.into(),
         },
@@ -132,6 +138,7 @@ pub fn decode_file_stream(
     decode_source(
         Box::new(file),
         &input,
+        facts,
         extension,
         limits,
         target_rate_hz,
@@ -158,6 +165,7 @@ pub fn decode_reader(
     let result = decode_source(
         Box::new(ReadOnlySource::new(counted)),
         input,
+        ContainerFacts::default(),
         extension_hint,
         limits,
         target_rate_hz,
@@ -196,9 +204,14 @@ pub fn decode_bytes(
             });
         }
     }
+    let frames = mp3_tag::id3v2_len(&bytes).and_then(|tag| bytes.get(tag..));
+    let facts = ContainerFacts {
+        length_from_tag: frames.is_some_and(mp3_tag::declares_frame_count),
+    };
     decode_source(
         Box::new(io::Cursor::new(bytes)),
         input,
+        facts,
         extension_hint,
         limits,
         target_rate_hz,
@@ -206,40 +219,60 @@ pub fn decode_bytes(
     )
 }
 
-/// Why [`check_ogg_end_of_file`] refused a file.
-enum OggEndError {
+/// What [`inspect_file`] or [`decode_bytes`] learned from the raw bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct ContainerFacts {
+    /// The length the container declares comes from a tag written with the
+    /// stream (an MP3 Xing/Info frame count), not from an estimate: a stream
+    /// that ends short of it was cut.
+    length_from_tag: bool,
+}
+
+/// Why [`inspect_file`] refused a file.
+enum InspectError {
     Read(io::Error),
     Incomplete(&'static str),
 }
 
-/// For an Ogg file of `bytes` bytes, checks that it ends with a whole
-/// end-of-stream page; other files pass. Leaves `file` at its start.
-fn check_ogg_end_of_file(file: &mut File, bytes: u64) -> Result<(), OggEndError> {
-    let mut head = [0u8; 4];
-    let is_ogg = match file.read_exact(&mut head) {
-        Ok(()) => ogg_end::is_ogg(&head),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
-        Err(e) => return Err(OggEndError::Read(e)),
-    };
-    if is_ogg {
+/// Checks that an Ogg file of `bytes` bytes ends with a whole end-of-stream
+/// page, and whether an MP3 file declares its length in a tag. Leaves `file`
+/// at its start.
+fn inspect_file(file: &mut File, bytes: u64) -> Result<ContainerFacts, InspectError> {
+    let mut head = Vec::with_capacity(mp3_tag::FRAME_SEARCH_BYTES);
+    file.take(mp3_tag::FRAME_SEARCH_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(InspectError::Read)?;
+    let mut facts = ContainerFacts::default();
+    if ogg_end::is_ogg(&head) {
         let tail_bytes = bytes.min(ogg_end::MAX_PAGE_BYTES as u64);
         file.seek(SeekFrom::Start(bytes - tail_bytes))
-            .map_err(OggEndError::Read)?;
+            .map_err(InspectError::Read)?;
         let mut tail = Vec::with_capacity(ogg_end::MAX_PAGE_BYTES);
         file.take(tail_bytes)
             .read_to_end(&mut tail)
-            .map_err(OggEndError::Read)?;
+            .map_err(InspectError::Read)?;
         if let Some(reason) = ogg_end::incompleteness(&tail) {
-            return Err(OggEndError::Incomplete(reason));
+            return Err(InspectError::Incomplete(reason));
         }
+    } else if let Some(tag_bytes) = mp3_tag::id3v2_len(&head) {
+        // The first frame follows the ID3v2 tag, which may hold cover art.
+        let frames_at = (tag_bytes as u64).min(bytes);
+        file.seek(SeekFrom::Start(frames_at))
+            .map_err(InspectError::Read)?;
+        let mut frames = Vec::with_capacity(mp3_tag::FRAME_SEARCH_BYTES);
+        file.take(mp3_tag::FRAME_SEARCH_BYTES as u64)
+            .read_to_end(&mut frames)
+            .map_err(InspectError::Read)?;
+        facts.length_from_tag = mp3_tag::declares_frame_count(&frames);
     }
-    file.seek(SeekFrom::Start(0)).map_err(OggEndError::Read)?;
-    Ok(())
+    file.seek(SeekFrom::Start(0)).map_err(InspectError::Read)?;
+    Ok(facts)
 }
 
 fn decode_source(
     source: Box<dyn MediaSource>,
     input: &str,
+    facts: ContainerFacts,
     extension_hint: Option<&str>,
     limits: &DecodeLimits,
     target_rate_hz: u32,
@@ -424,6 +457,18 @@ fn decode_source(
             }
         });
     }
+    if let (true, Some(frames)) = (facts.length_from_tag, declared_frames) {
+        // The demuxer ended the stream at the last whole frame it found.
+        let decoded_s = decoded_frames as f64 / f64::from(source_rate);
+        let declared_s = frames as f64 / f64::from(source_rate);
+        if decoded_s < declared_s * TRUNCATION_TOLERANCE - TRUNCATION_SLACK_S {
+            return Err(DecodeError::Truncated {
+                input: input_name(),
+                decoded_s,
+                declared_s,
+            });
+        }
+    }
     resampler.finish(&mut sink)?;
     Ok(AudioInfo {
         source_sample_rate_hz: source_rate,
@@ -493,6 +538,40 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().contains(kind), "{err}");
         }
+    }
+
+    /// An MP3 whose Xing/Info tag declares its frames, cut in half, is
+    /// truncated; whole, it decodes to its declared length.
+    #[test]
+    fn mp3_cut_short_of_its_tagged_length_is_truncated() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-audio/formats/clip.mp3");
+        let whole = std::fs::read(&path).expect("test clip");
+        let limits = DecodeLimits::default();
+        let decoded = decode_file(&path, &limits, 8000).expect("the whole file decodes");
+        assert!(
+            (decoded.info.duration_s - 3.0).abs() < 0.05,
+            "{:?}",
+            decoded.info
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cut_path = dir.path().join("cut.mp3");
+        std::fs::write(&cut_path, &whole[..whole.len() / 2]).expect("write");
+        let err = decode_file(&cut_path, &limits, 8000).unwrap_err();
+        assert!(matches!(err, DecodeError::Truncated { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with(&cut_path.display().to_string()),
+            "{err}"
+        );
+        let err = decode_bytes(
+            whole[..whole.len() / 2].to_vec(),
+            "upload.mp3",
+            None,
+            &limits,
+            8000,
+            |_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(err, DecodeError::Truncated { .. }), "{err}");
     }
 
     #[test]
