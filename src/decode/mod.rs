@@ -124,16 +124,17 @@ pub fn decode_file_stream(
             max_bytes: limits.max_bytes,
         });
     }
-    let facts = inspect_file(&mut file, bytes).map_err(|err| match err {
-        InspectError::Read(source) => DecodeError::Read {
-            input: input.clone(),
-            source,
-        },
-        InspectError::Incomplete(reason) => DecodeError::Unterminated {
-            input: input.clone(),
-            reason: reason.into(),
-        },
-    })?;
+    let facts = container_facts(bytes, |offset, len| {
+        file.seek(SeekFrom::Start(offset))?;
+        let mut read = Vec::with_capacity(len);
+        (&mut file).take(len as u64).read_to_end(&mut read)?;
+        Ok(read)
+    })
+    .and_then(|facts| {
+        file.seek(SeekFrom::Start(0)).map_err(InspectError::Read)?;
+        Ok(facts)
+    })
+    .map_err(|err| err.into_decode_error(&input))?;
     let extension = path.extension().and_then(|e| e.to_str());
     decode_source(
         Box::new(file),
@@ -195,19 +196,12 @@ pub fn decode_bytes(
             max_bytes: limits.max_bytes,
         });
     }
-    if ogg_end::is_ogg(&bytes) {
-        let tail = bytes.get(bytes.len().saturating_sub(ogg_end::MAX_PAGE_BYTES)..);
-        if let Some(reason) = ogg_end::incompleteness(tail.unwrap_or_default()) {
-            return Err(DecodeError::Unterminated {
-                input: input.to_string(),
-                reason: reason.into(),
-            });
-        }
-    }
-    let frames = mp3_tag::id3v2_len(&bytes).and_then(|tag| bytes.get(tag..));
-    let facts = ContainerFacts {
-        length_from_tag: frames.is_some_and(mp3_tag::declares_frame_count),
-    };
+    let facts = container_facts(bytes.len() as u64, |offset, len| {
+        let from = usize::try_from(offset).unwrap_or(usize::MAX);
+        let rest = bytes.get(from..).unwrap_or_default();
+        Ok(rest.get(..len).unwrap_or(rest).to_vec())
+    })
+    .map_err(|err| err.into_decode_error(input))?;
     decode_source(
         Box::new(io::Cursor::new(bytes)),
         input,
@@ -219,7 +213,7 @@ pub fn decode_bytes(
     )
 }
 
-/// What [`inspect_file`] or [`decode_bytes`] learned from the raw bytes.
+/// What [`container_facts`] learned from the raw bytes.
 #[derive(Debug, Clone, Copy, Default)]
 struct ContainerFacts {
     /// The length the container declares comes from a tag written with the
@@ -228,44 +222,54 @@ struct ContainerFacts {
     length_from_tag: bool,
 }
 
-/// Why [`inspect_file`] refused a file.
+/// Why [`container_facts`] refused an input.
+#[derive(Debug)]
 enum InspectError {
     Read(io::Error),
     Incomplete(&'static str),
 }
 
-/// Checks that an Ogg file of `bytes` bytes ends with a whole end-of-stream
-/// page, and whether an MP3 file declares its length in a tag. Leaves `file`
-/// at its start.
-fn inspect_file(file: &mut File, bytes: u64) -> Result<ContainerFacts, InspectError> {
-    let mut head = Vec::with_capacity(mp3_tag::FRAME_SEARCH_BYTES);
-    file.take(mp3_tag::FRAME_SEARCH_BYTES as u64)
-        .read_to_end(&mut head)
-        .map_err(InspectError::Read)?;
+impl From<io::Error> for InspectError {
+    fn from(err: io::Error) -> Self {
+        Self::Read(err)
+    }
+}
+
+impl InspectError {
+    fn into_decode_error(self, input: &str) -> DecodeError {
+        match self {
+            Self::Read(source) => DecodeError::Read {
+                input: input.to_string(),
+                source,
+            },
+            Self::Incomplete(reason) => DecodeError::Unterminated {
+                input: input.to_string(),
+                reason: reason.into(),
+            },
+        }
+    }
+}
+
+/// Checks that an Ogg input of `size` bytes ends with a whole end-of-stream
+/// page, and whether an MP3 input declares its length in a tag.
+/// `read_at(offset, len)` returns up to `len` bytes from `offset`.
+fn container_facts(
+    size: u64,
+    mut read_at: impl FnMut(u64, usize) -> Result<Vec<u8>, InspectError>,
+) -> Result<ContainerFacts, InspectError> {
+    let head = read_at(0, mp3_tag::FRAME_SEARCH_BYTES)?;
     let mut facts = ContainerFacts::default();
     if ogg_end::is_ogg(&head) {
-        let tail_bytes = bytes.min(ogg_end::MAX_PAGE_BYTES as u64);
-        file.seek(SeekFrom::Start(bytes - tail_bytes))
-            .map_err(InspectError::Read)?;
-        let mut tail = Vec::with_capacity(ogg_end::MAX_PAGE_BYTES);
-        file.take(tail_bytes)
-            .read_to_end(&mut tail)
-            .map_err(InspectError::Read)?;
+        let tail_bytes = size.min(ogg_end::MAX_PAGE_BYTES as u64);
+        let tail = read_at(size - tail_bytes, ogg_end::MAX_PAGE_BYTES)?;
         if let Some(reason) = ogg_end::incompleteness(&tail) {
             return Err(InspectError::Incomplete(reason));
         }
     } else if let Some(tag_bytes) = mp3_tag::id3v2_len(&head) {
         // The first frame follows the ID3v2 tag, which may hold cover art.
-        let frames_at = (tag_bytes as u64).min(bytes);
-        file.seek(SeekFrom::Start(frames_at))
-            .map_err(InspectError::Read)?;
-        let mut frames = Vec::with_capacity(mp3_tag::FRAME_SEARCH_BYTES);
-        file.take(mp3_tag::FRAME_SEARCH_BYTES as u64)
-            .read_to_end(&mut frames)
-            .map_err(InspectError::Read)?;
+        let frames = read_at(tag_bytes as u64, mp3_tag::FRAME_SEARCH_BYTES)?;
         facts.length_from_tag = mp3_tag::declares_frame_count(&frames);
     }
-    file.seek(SeekFrom::Start(0)).map_err(InspectError::Read)?;
     Ok(facts)
 }
 
