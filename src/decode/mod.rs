@@ -273,6 +273,25 @@ fn container_facts(
     Ok(facts)
 }
 
+/// The truncation error of a stream that decoded `decoded_frames` of
+/// `declared_frames`, if it fell short by more than [`TRUNCATION_TOLERANCE`]
+/// and `slack_s` seconds.
+fn short_of_declared(
+    input: &str,
+    decoded_frames: u64,
+    declared_frames: Option<u64>,
+    source_rate_hz: u32,
+    slack_s: f64,
+) -> Option<DecodeError> {
+    let decoded_s = decoded_frames as f64 / f64::from(source_rate_hz);
+    let declared_s = declared_frames? as f64 / f64::from(source_rate_hz);
+    (decoded_s < declared_s * TRUNCATION_TOLERANCE - slack_s).then(|| DecodeError::Truncated {
+        input: input.to_string(),
+        decoded_s,
+        declared_s,
+    })
+}
+
 fn decode_source(
     source: Box<dyn MediaSource>,
     input: &str,
@@ -358,16 +377,10 @@ fn decode_source(
             Ok(Some(packet)) => packet,
             Ok(None) => break,
             Err(SymphoniaError::IoError(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                let decoded_s = decoded_frames as f64 / f64::from(source_rate);
-                if let Some(frames) = declared_frames {
-                    let declared_s = frames as f64 / f64::from(source_rate);
-                    if decoded_s < declared_s * TRUNCATION_TOLERANCE {
-                        return Err(DecodeError::Truncated {
-                            input: input_name(),
-                            decoded_s,
-                            declared_s,
-                        });
-                    }
+                if let Some(err) =
+                    short_of_declared(input, decoded_frames, declared_frames, source_rate, 0.0)
+                {
+                    return Err(err);
                 }
                 break;
             }
@@ -461,16 +474,13 @@ fn decode_source(
             }
         });
     }
-    if let (true, Some(frames)) = (facts.length_from_tag, declared_frames) {
+    if facts.length_from_tag {
         // The demuxer ended the stream at the last whole frame it found.
-        let decoded_s = decoded_frames as f64 / f64::from(source_rate);
-        let declared_s = frames as f64 / f64::from(source_rate);
-        if decoded_s < declared_s * TRUNCATION_TOLERANCE - TRUNCATION_SLACK_S {
-            return Err(DecodeError::Truncated {
-                input: input_name(),
-                decoded_s,
-                declared_s,
-            });
+        let slack_s = TRUNCATION_SLACK_S;
+        if let Some(err) =
+            short_of_declared(input, decoded_frames, declared_frames, source_rate, slack_s)
+        {
+            return Err(err);
         }
     }
     resampler.finish(&mut sink)?;
