@@ -422,9 +422,7 @@ const VOTE_PAD: usize = 2 * VERIFY_TOLERANCE_FRAMES as usize;
 mod tests {
     use super::*;
     use crate::fingerprint::{Fingerprint, Print};
-    use crate::index::segment::SegmentWork;
-    use crate::index::{IndexWriter, NewWork};
-    use crate::matcher::{MatcherConfig, find_matches};
+    use crate::matcher::{MatcherConfig, find_matches, one_work_index};
 
     /// Pseudo-random peaks: `per_second` a second for `seconds`.
     fn random_peaks(seconds: u32, per_second: u32, seed: u64) -> Vec<PeakPoint> {
@@ -465,23 +463,8 @@ mod tests {
 
     #[test]
     fn finds_a_work_whose_peaks_survive_without_hashes() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let writer = IndexWriter::open(dir.path()).expect("writer");
         let work_peaks = random_peaks(120, 24, 7);
-        let work = SegmentWork {
-            id: "masked".into(),
-            duration_s: 120.0,
-            prints: 2,
-        };
-        let prints = chance_prints();
-        writer
-            .add_works(&[NewWork {
-                work: &work,
-                prints: &prints,
-                peaks: &work_peaks,
-            }])
-            .expect("add");
-        let index = Index::open(dir.path()).expect("index");
+        let (_dir, index) = one_work_index("masked", 120.0, &chance_prints(), &work_peaks);
 
         // A 10 s query: a third of the work's peaks from 60 s on, one frame
         // of jitter, buried among three times as many peaks of other audio.

@@ -360,3 +360,33 @@ impl Segment {
         }
     }
 }
+
+/// An index in a temporary directory holding one work with these prints and
+/// peaks (tests of the matching stages).
+#[cfg(test)]
+fn one_work_index(
+    id: &str,
+    duration_s: f64,
+    prints: &[crate::fingerprint::Print],
+    peaks: &[crate::fingerprint::PeakPoint],
+) -> (tempfile::TempDir, Index) {
+    use crate::index::segment::SegmentWork;
+    use crate::index::{IndexWriter, NewWork};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let writer = IndexWriter::open(dir.path()).expect("writer");
+    let work = SegmentWork {
+        id: id.into(),
+        duration_s,
+        prints: prints.len() as u64,
+    };
+    writer
+        .add_works(&[NewWork {
+            work: &work,
+            prints,
+            peaks,
+        }])
+        .expect("add");
+    let index = Index::open(dir.path()).expect("index");
+    (dir, index)
+}

@@ -234,11 +234,6 @@ mod tests {
     /// fall beyond the end of a short reference.
     #[test]
     fn a_query_full_of_peaks_proves_nothing_against_a_short_reference() {
-        use crate::index::segment::SegmentWork;
-        use crate::index::{IndexWriter, NewWork};
-
-        let dir = tempfile::tempdir().expect("temp dir");
-        let writer = IndexWriter::open(dir.path()).expect("writer");
         let ref_frames = (2.0 * FRAMES_PER_SECOND) as u32;
         let ref_peaks: Vec<PeakPoint> = (0..ref_frames)
             .step_by(5)
@@ -247,19 +242,7 @@ mod tests {
                 f_half_bins: (40 + t_frame % 97) as u8,
             })
             .collect();
-        let work = SegmentWork {
-            id: "short".into(),
-            duration_s: 2.0,
-            prints: 0,
-        };
-        writer
-            .add_works(&[NewWork {
-                work: &work,
-                prints: &[],
-                peaks: &ref_peaks,
-            }])
-            .expect("add");
-        let index = Index::open(dir.path()).expect("index");
+        let (_dir, index) = crate::matcher::one_work_index("short", 2.0, &[], &ref_peaks);
         let work_ref = index.work_ref_of_slot(0).expect("work");
         // Long enough for the reference's peaks under every shift.
         let query_frames = 4 * ref_frames;
