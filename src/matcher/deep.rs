@@ -14,8 +14,8 @@
 //! ±[`VERIFY_TOLERANCE_HALF_BINS`] of its frequency. The offsets with the most
 //! votes become hypotheses for the usual peak verification. Because every
 //! offset of every shortlisted work is tried, chance has many more chances
-//! here: a hypothesis must clear the reporting threshold by
-//! [`DEEP_SCORE_MARGIN`] (`MatcherConfig::deep_min_score`).
+//! here: a hypothesis is reported only when it is confident
+//! (`MatcherConfig::deep_min_score`, by default the confident threshold).
 //!
 //! Cost. Each 5 s half window of the query is correlated once (a window's
 //! votes are the sum of its two halves): about (query peaks) × (shortlisted
@@ -36,9 +36,6 @@ use crate::fingerprint::PeakPoint;
 const DEEP_WINDOW_FRAMES: u32 = (10.0 * FRAMES_PER_SECOND) as u32;
 /// Best offsets of each window and work that are verified.
 const DEEP_OFFSETS_PER_WINDOW: usize = 2;
-/// Deep hypotheses must score this much above the reporting threshold
-/// ([`super::DEFAULT_DEEP_MIN_SCORE`]).
-pub const DEEP_SCORE_MARGIN: f64 = 3.0;
 /// Offsets closer than this (frames) are one hypothesis.
 const DEEP_OFFSET_SEPARATION_FRAMES: i64 = 2 * VERIFY_TOLERANCE_FRAMES + 1;
 /// Number of half-bin frequency values of a [`PeakPoint`].

@@ -12,14 +12,15 @@ pub(super) const VERIFY_TOLERANCE_FRAMES: i64 = 2;
 pub(super) const VERIFY_TOLERANCE_HALF_BINS: i32 = 2;
 /// Verification looks this far beyond the first and last hit (seconds).
 const VERIFY_MARGIN_S: f64 = 1.0;
-/// Reference-time shifts (frames) of the chance-level estimate: the same check
-/// with a wrong alignment. Odd, unrelated values avoid beat periods; they
-/// reach ±3.2 s because music repeats itself at short lags: shifts of under a
-/// second alone (six of them, −131…127, until session 9) land on the same
-/// bar often enough to overestimate chance for true alignments. With these 24
-/// the 10 s recall under music mixed 6 dB louder rose 78 → 82 % and 57 → 62 %
-/// (two evaluation splits), and pink noise at 0 dB 97 → 99 % and 90 → 92 %,
-/// still with no false positive at the reporting threshold.
+/// Shifts (frames) of the chance-level estimate: the same check with a wrong
+/// alignment, moving the reference or the query by each shift (see
+/// [`Misalign`]). Odd, unrelated values avoid beat periods; they reach ±3.2 s
+/// because music repeats itself at short lags: shifts of under a second alone
+/// (six of them, −131…127, until session 9) land on the same bar often
+/// enough to overestimate chance for true alignments. With these 24 the 10 s
+/// recall under music mixed 6 dB louder rose 78 → 82 % and 57 → 62 % (two
+/// evaluation splits), and pink noise at 0 dB 97 → 99 % and 90 → 92 %, still
+/// with no false positive at the reporting threshold.
 pub(super) const CHANCE_SHIFTS_FRAMES: [i64; 24] = [
     -397, -353, -311, -277, -251, -223, -199, -163, -131, -101, -83, -37, 41, 67, 89, 127, 149,
     173, 211, 229, 263, 293, 331, 379,
@@ -104,18 +105,45 @@ impl<'a> PeakCheck<'a> {
             self.ref_peaks,
         );
         let pitch = segment.pitch_half_bins.round() as i32;
-        let count = |shift: i64, mut explained: Option<&mut Vec<usize>>| -> (u32, u32) {
+        // The query stretch that a wrong alignment moving the query is
+        // confined to: the verified stretch, up to the query's last peak.
+        let query_end = self
+            .query_peaks
+            .last()
+            .map_or(0, |p| i64::from(p.t_frame) + 1);
+        let stretch_lo = tq_lo.round() as i64;
+        let stretch_frames = (tq_hi.round() as i64).min(query_end) - stretch_lo;
+        // Counts the reference peaks in `[tr_lo, tr_hi)` found in the query
+        // under `misalign`, the true alignment when `Misalign::None`.
+        let count = |misalign: Misalign, mut explained: Option<&mut Vec<usize>>| -> (u32, u32) {
+            let shift = match misalign {
+                Misalign::Reference(s) => s,
+                _ => 0,
+            };
             let (lo, hi) = (tr_lo + shift as f64, tr_hi + shift as f64);
             let (mut checked, mut found) = (0, 0);
             // Reference peaks come in time order and the alignment is increasing,
-            // so the search position in the query only moves forward.
+            // so the search position in the query only moves forward (except
+            // once, where a circular query shift wraps around).
             let mut cursor = None;
+            let mut previous_tq = i64::MIN;
             for p in self.ref_peaks.iter() {
                 let tr = f64::from(p.t_frame);
                 if tr < lo || tr >= hi {
                     continue;
                 }
-                let tq = ((tr - shift as f64 - segment.intercept) / segment.slope).round() as i64;
+                let mut tq =
+                    ((tr - shift as f64 - segment.intercept) / segment.slope).round() as i64;
+                if let Misalign::Query(s) = misalign {
+                    if stretch_frames <= 0 {
+                        return (0, 0);
+                    }
+                    tq = stretch_lo + (tq - stretch_lo + s).rem_euclid(stretch_frames);
+                    if tq < previous_tq {
+                        cursor = None;
+                    }
+                    previous_tq = tq;
+                }
                 let fq = i32::from(p.f_half_bins) + pitch;
                 checked += 1;
                 if let Some(i) =
@@ -129,34 +157,85 @@ impl<'a> PeakCheck<'a> {
             }
             (checked, found)
         };
-        let (checked, found) = count(0, explained);
+        let (checked, found) = count(Misalign::None, explained);
         let mut evidence = PeakEvidence {
             checked,
             found,
             chance: 0.0,
         };
-        // Chance is the mean over the shifts that land on reference peaks (near
-        // the ends of a reference some land beyond it). Until every shift is
-        // counted, the sum over all of them is a lower bound of that mean.
-        let (mut chance_sum, mut measured) = (0.0, 0u32);
-        for &shift in &CHANCE_SHIFTS_FRAMES {
-            if evidence.score() < threshold {
+        // Chance is the mean over the shifts of the larger of the two
+        // misalignments' rates (scaled to the peaks of the true alignment).
+        // Until every rate is counted, the sum of what is known over all
+        // shifts is a lower bound of that mean: the cheaper reference
+        // misalignments are counted first, and most chance hypotheses end
+        // there; the query misalignments are counted only for what survives.
+        let bound_exceeded = |known_sum: f64| {
+            let bound = PeakEvidence {
+                checked,
+                found,
+                chance: chance_of(known_sum, checked, CHANCE_SHIFTS_FRAMES.len()),
+            };
+            bound.score() < threshold
+        };
+        let rate_of = |misalign: Misalign| {
+            let (c, f) = count(misalign, None);
+            (c > 0).then(|| f64::from(f) / f64::from(c))
+        };
+        let mut rates = [None; CHANCE_SHIFTS_FRAMES.len()];
+        let mut known_sum = 0.0;
+        for (rate, &shift) in rates.iter_mut().zip(&CHANCE_SHIFTS_FRAMES) {
+            if bound_exceeded(known_sum) {
                 // More chance only lowers the score.
-                break;
+                evidence.chance = chance_of(known_sum, checked, CHANCE_SHIFTS_FRAMES.len());
+                return evidence;
             }
-            let (c, f) = count(shift, None);
-            // Scale to the number of peaks of the true alignment.
-            if c > 0 {
-                chance_sum += f64::from(f) * f64::from(checked) / f64::from(c);
-                measured += 1;
+            *rate = rate_of(Misalign::Reference(shift));
+            known_sum += rate.unwrap_or(0.0);
+        }
+        for (rate, &shift) in rates.iter_mut().zip(&CHANCE_SHIFTS_FRAMES) {
+            if bound_exceeded(known_sum) {
+                evidence.chance = chance_of(known_sum, checked, CHANCE_SHIFTS_FRAMES.len());
+                return evidence;
             }
-            evidence.chance = chance_sum / CHANCE_SHIFTS_FRAMES.len() as f64;
+            if let Some(query_rate) = rate_of(Misalign::Query(shift)) {
+                let larger = rate.map_or(query_rate, |r| r.max(query_rate));
+                known_sum += larger - rate.unwrap_or(0.0);
+                *rate = Some(larger);
+            }
         }
-        if measured > 0 {
-            evidence.chance = chance_sum / f64::from(measured);
-        }
+        let measured = rates.iter().flatten().count();
+        evidence.chance = chance_of(known_sum, checked, measured);
         evidence
     }
+}
+
+/// Chance level from the sum of per-shift rates over `shifts` measured shifts.
+fn chance_of(rate_sum: f64, checked: u32, shifts: usize) -> f64 {
+    if shifts == 0 {
+        0.0
+    } else {
+        rate_sum * f64::from(checked) / shifts as f64
+    }
+}
+
+/// A wrong alignment that measures chance. Moving the reference alone (until
+/// session 10) misses reference stretches whose peaks land on almost any
+/// audio: the same few seconds of one reference matched two unrelated
+/// negatives at score 7.7 and 7.0, and deep-search chance alignments reached
+/// 8.8. Taking, at each shift, the larger of the two misalignments' rates
+/// brought the highest chance score of the evaluation (two splits, negatives
+/// and wrong works, deep search reporting down to 7) from 8.8 to 6.1, while
+/// true alignments lost less: at equal margin over chance more mixed and
+/// noisy queries are found.
+#[derive(Debug, Clone, Copy)]
+enum Misalign {
+    /// The alignment under test.
+    None,
+    /// The reference stretch this many frames later, against the same query.
+    Reference(i64),
+    /// The same reference peaks against the query shifted circularly by this
+    /// many frames within the verified stretch.
+    Query(i64),
 }
 
 /// Index of a peak of `peaks` (sorted by frame) not marked in `consumed` within
@@ -289,6 +368,65 @@ mod tests {
             "{evidence:?}"
         );
         assert!(evidence.score() < DEFAULT_MIN_SCORE, "{evidence:?}");
+    }
+
+    /// A reference stretch whose peaks all sit on one frequency finds a query
+    /// holding a sustained partial there at any alignment. Moving the
+    /// reference lands on its other stretches, which look elsewhere, so only
+    /// moving the query shows that this is chance.
+    #[test]
+    fn a_reference_stretch_that_lands_on_anything_proves_nothing() {
+        const LINE_HALF_BINS: u8 = 100;
+        let stretch = 975..1_275u32;
+        let ref_peaks: Vec<PeakPoint> = (0..3_000u32)
+            .step_by(5)
+            .map(|t_frame| PeakPoint {
+                t_frame,
+                f_half_bins: if stretch.contains(&t_frame) {
+                    LINE_HALF_BINS
+                } else {
+                    (20 + (t_frame * 37) % 160) as u8
+                },
+            })
+            .collect();
+        let (_dir, index) = crate::matcher::one_work_index("line", 24.0, &[], &ref_peaks);
+        let work_ref = index.work_ref_of_slot(0).expect("work");
+        // A 10 s query with a peak on the line in every frame and nothing else.
+        let query_frames = 1_250u32;
+        let query_peaks: Vec<PeakPoint> = (0..query_frames)
+            .map(|t_frame| PeakPoint {
+                t_frame,
+                f_half_bins: LINE_HALF_BINS,
+            })
+            .collect();
+        // Query frame 300 on reference frame 1 100: the stretch is the
+        // verified window, query frames 175..475 (the segment ± 1 s).
+        let segment = Segment {
+            anchors: 0,
+            hits: 0,
+            tq_start: 300.0,
+            tq_end: 350.0,
+            slope: 1.0,
+            intercept: 800.0,
+            pitch_half_bins: 0.0,
+            range_from_peaks: false,
+            deep: false,
+        };
+        let consumed = vec![false; query_peaks.len()];
+        let mut scratch = Vec::new();
+        let evidence = PeakCheck::new(&query_peaks, &consumed, &mut scratch).verify(
+            &index,
+            work_ref,
+            &segment,
+            f64::NEG_INFINITY,
+            None,
+        );
+        assert_eq!(evidence.checked, 60, "{evidence:?}");
+        assert_eq!(evidence.found, evidence.checked, "{evidence:?}");
+        assert!(
+            evidence.score() < DEFAULT_MIN_SCORE,
+            "chance alignment scored {evidence:?}"
+        );
     }
 
     #[test]
