@@ -26,6 +26,10 @@ pub(super) const CHANCE_SHIFTS_FRAMES: [i64; 24] = [
     173, 211, 229, 263, 293, 331, 379,
 ];
 
+/// The smallest shift of [`CHANCE_SHIFTS_FRAMES`]: no wrong alignment is closer
+/// to the true one.
+const NEAREST_SHIFT_FRAMES: i64 = 37;
+
 /// Evidence from re-finding the reference's spectral peaks in the query where the
 /// alignment puts them (cf. the verification step of Sonnleitner & Widmer's
 /// quad-based fingerprinting): unlike hash hits, it needs only single peaks to
@@ -135,7 +139,11 @@ impl<'a> PeakCheck<'a> {
                 let mut tq =
                     ((tr - shift as f64 - segment.intercept) / segment.slope).round() as i64;
                 if let Misalign::Query(s) = misalign {
-                    if stretch_frames <= 0 {
+                    // Around a stretch shorter than the shift, the wrapped
+                    // shift may come back near the true alignment: such a
+                    // shift measures nothing.
+                    let wrapped = s.rem_euclid(stretch_frames.max(1));
+                    if wrapped.min(stretch_frames - wrapped) < NEAREST_SHIFT_FRAMES {
                         return (0, 0);
                     }
                     tq = stretch_lo + (tq - stretch_lo + s).rem_euclid(stretch_frames);
@@ -286,6 +294,12 @@ fn peak_near_from(
 mod tests {
     use super::*;
     use crate::matcher::{DEFAULT_CONFIDENT_SCORE, DEFAULT_MIN_SCORE};
+
+    #[test]
+    fn nearest_shift_is_the_smallest_chance_shift() {
+        let smallest = CHANCE_SHIFTS_FRAMES.iter().map(|s| s.abs()).min();
+        assert_eq!(smallest, Some(NEAREST_SHIFT_FRAMES));
+    }
 
     #[test]
     fn peak_lookup_honours_tolerances() {
