@@ -26,6 +26,12 @@ pub(super) const CHANCE_SHIFTS_FRAMES: [i64; 24] = [
     173, 211, 229, 263, 293, 331, 379,
 ];
 
+/// Chance rates of a long alignment are measured on an evenly spread sample
+/// of about this many of its reference peaks (every peak up to this many):
+/// with 24 shifts that is still tens of thousands of trials, and a full-track
+/// match in a corpus scan does not pay 48 passes over thousands of peaks.
+const CHANCE_SAMPLE_PEAKS: usize = 1_024;
+
 /// The smallest shift of [`CHANCE_SHIFTS_FRAMES`]: no wrong alignment is closer
 /// to the true one.
 const NEAREST_SHIFT_FRAMES: i64 = 37;
@@ -119,7 +125,11 @@ impl<'a> PeakCheck<'a> {
         let stretch_frames = (tq_hi.round() as i64).min(query_end) - stretch_lo;
         // Counts the reference peaks in `[tr_lo, tr_hi)` found in the query
         // under `misalign`, the true alignment when `Misalign::None`.
-        let count = |misalign: Misalign, mut explained: Option<&mut Vec<usize>>| -> (u32, u32) {
+        // Counts every `stride`-th of the reference peaks in the window.
+        let count = |misalign: Misalign,
+                     stride: usize,
+                     mut explained: Option<&mut Vec<usize>>|
+         -> (u32, u32) {
             let shift = match misalign {
                 Misalign::Reference(s) => s,
                 _ => 0,
@@ -131,9 +141,14 @@ impl<'a> PeakCheck<'a> {
             // once, where a circular query shift wraps around).
             let mut cursor = None;
             let mut previous_tq = i64::MIN;
+            let mut in_window = 0usize;
             for p in self.ref_peaks.iter() {
                 let tr = f64::from(p.t_frame);
                 if tr < lo || tr >= hi {
+                    continue;
+                }
+                in_window += 1;
+                if (in_window - 1) % stride != 0 {
                     continue;
                 }
                 let mut tq =
@@ -165,7 +180,7 @@ impl<'a> PeakCheck<'a> {
             }
             (checked, found)
         };
-        let (checked, found) = count(Misalign::None, explained);
+        let (checked, found) = count(Misalign::None, 1, explained);
         let mut evidence = PeakEvidence {
             checked,
             found,
@@ -185,8 +200,9 @@ impl<'a> PeakCheck<'a> {
             };
             bound.score() < threshold
         };
+        let stride = (checked as usize).div_ceil(CHANCE_SAMPLE_PEAKS).max(1);
         let rate_of = |misalign: Misalign| {
-            let (c, f) = count(misalign, None);
+            let (c, f) = count(misalign, stride, None);
             (c > 0).then(|| f64::from(f) / f64::from(c))
         };
         let mut rates = [None; CHANCE_SHIFTS_FRAMES.len()];
@@ -441,6 +457,67 @@ mod tests {
             evidence.score() < DEFAULT_MIN_SCORE,
             "chance alignment scored {evidence:?}"
         );
+    }
+
+    /// Long alignments measure chance on a sample of their peaks: a copy of
+    /// the reference still scores far above chance, unrelated peaks do not.
+    #[test]
+    fn long_alignments_sample_chance_without_bias() {
+        let scatter = |count: u32, frames: u32, seed: u32| -> Vec<PeakPoint> {
+            let mut peaks: Vec<PeakPoint> = (0..count)
+                .map(|i| {
+                    // SplitMix64 of (seed, i): independent streams per seed.
+                    let mut x =
+                        (u64::from(seed) << 32 | u64::from(i)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    x ^= x >> 31;
+                    PeakPoint {
+                        t_frame: (x % u64::from(frames)) as u32,
+                        f_half_bins: (20 + (x >> 40) % 160) as u8,
+                    }
+                })
+                .collect();
+            peaks.sort_unstable();
+            peaks
+        };
+        let frames = 20_000u32;
+        let ref_peaks = scatter(5_000, frames, 1);
+        let (_dir, index) = crate::matcher::one_work_index("long", 160.0, &[], &ref_peaks);
+        let work_ref = index.work_ref_of_slot(0).expect("work");
+        let segment = Segment {
+            anchors: 0,
+            hits: 0,
+            tq_start: 0.0,
+            tq_end: f64::from(frames),
+            slope: 1.0,
+            intercept: 0.0,
+            pitch_half_bins: 0.0,
+            range_from_peaks: false,
+            deep: false,
+        };
+        let verify = |query_peaks: &[PeakPoint]| {
+            let consumed = vec![false; query_peaks.len()];
+            let mut scratch = Vec::new();
+            PeakCheck::new(query_peaks, &consumed, &mut scratch).verify(
+                &index,
+                work_ref,
+                &segment,
+                f64::NEG_INFINITY,
+                None,
+            )
+        };
+        let copy = verify(&ref_peaks);
+        assert!(copy.checked as usize > 4 * CHANCE_SAMPLE_PEAKS, "{copy:?}");
+        assert_eq!(copy.found, copy.checked);
+        // Chance near the rate of 5 000 scattered peaks in 20 000 × 160 cells
+        // under a ±2 × ±2 tolerance (≈ 0.03), not 0 and not all.
+        let rate = copy.chance / f64::from(copy.checked);
+        assert!(rate > 0.01 && rate < 0.1, "{copy:?}");
+        assert!(copy.score() > 100.0, "{copy:?}");
+        let unrelated = verify(&scatter(9_600, frames, 7));
+        assert!(unrelated.score() < DEFAULT_MIN_SCORE, "{unrelated:?}");
+        assert!(unrelated.score() > -DEFAULT_MIN_SCORE, "{unrelated:?}");
     }
 
     #[test]
