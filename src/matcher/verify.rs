@@ -148,7 +148,7 @@ impl<'a> PeakCheck<'a> {
                     continue;
                 }
                 in_window += 1;
-                if (in_window - 1) % stride != 0 {
+                if !(in_window - 1).is_multiple_of(stride) {
                     continue;
                 }
                 let mut tq =
