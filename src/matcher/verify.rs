@@ -311,6 +311,36 @@ mod tests {
     use super::*;
     use crate::matcher::{DEFAULT_CONFIDENT_SCORE, DEFAULT_MIN_SCORE};
 
+    /// An unscaled alignment of query frames `tq_start..tq_end` onto
+    /// reference frames `intercept` later.
+    fn unscaled(tq_start: f64, tq_end: f64, intercept: f64) -> Segment {
+        Segment {
+            anchors: 0,
+            hits: 0,
+            tq_start,
+            tq_end,
+            slope: 1.0,
+            intercept,
+            pitch_half_bins: 0.0,
+            range_from_peaks: false,
+            deep: false,
+        }
+    }
+
+    /// Full evidence (no early exit) of `segment` of the only work of `index`.
+    fn evidence_of(index: &Index, segment: &Segment, query_peaks: &[PeakPoint]) -> PeakEvidence {
+        let work_ref = index.work_ref_of_slot(0).expect("work");
+        let consumed = vec![false; query_peaks.len()];
+        let mut scratch = Vec::new();
+        PeakCheck::new(query_peaks, &consumed, &mut scratch).verify(
+            index,
+            work_ref,
+            segment,
+            f64::NEG_INFINITY,
+            None,
+        )
+    }
+
     #[test]
     fn nearest_shift_is_the_smallest_chance_shift() {
         let smallest = CHANCE_SHIFTS_FRAMES.iter().map(|s| s.abs()).min();
@@ -352,7 +382,6 @@ mod tests {
             })
             .collect();
         let (_dir, index) = crate::matcher::one_work_index("short", 2.0, &[], &ref_peaks);
-        let work_ref = index.work_ref_of_slot(0).expect("work");
         // Long enough for the reference's peaks under every shift.
         let query_frames = 4 * ref_frames;
         let query_peaks: Vec<PeakPoint> = (0..query_frames)
@@ -363,17 +392,7 @@ mod tests {
                 })
             })
             .collect();
-        let segment = Segment {
-            anchors: 0,
-            hits: 0,
-            tq_start: 0.0,
-            tq_end: f64::from(ref_frames),
-            slope: 1.0,
-            intercept: 0.0,
-            pitch_half_bins: 0.0,
-            range_from_peaks: false,
-            deep: false,
-        };
+        let segment = unscaled(0.0, f64::from(ref_frames), 0.0);
         // The checked window runs 1 s past the reference's end: some shifts
         // move it wholly beyond the reference.
         let window_frames = i64::from(ref_frames) + (VERIFY_MARGIN_S * FRAMES_PER_SECOND) as i64;
@@ -382,15 +401,7 @@ mod tests {
             .filter(|&&s| s >= i64::from(ref_frames) || s + window_frames <= 0)
             .count();
         assert!(beyond > 0);
-        let consumed = vec![false; query_peaks.len()];
-        let mut scratch = Vec::new();
-        let evidence = PeakCheck::new(&query_peaks, &consumed, &mut scratch).verify(
-            &index,
-            work_ref,
-            &segment,
-            f64::NEG_INFINITY,
-            None,
-        );
+        let evidence = evidence_of(&index, &segment, &query_peaks);
         assert_eq!(evidence.checked as usize, ref_peaks.len());
         assert_eq!(evidence.found, evidence.checked);
         assert!(
@@ -420,7 +431,6 @@ mod tests {
             })
             .collect();
         let (_dir, index) = crate::matcher::one_work_index("line", 24.0, &[], &ref_peaks);
-        let work_ref = index.work_ref_of_slot(0).expect("work");
         // A 10 s query with a peak on the line in every frame and nothing else.
         let query_frames = 1_250u32;
         let query_peaks: Vec<PeakPoint> = (0..query_frames)
@@ -431,26 +441,8 @@ mod tests {
             .collect();
         // Query frame 300 on reference frame 1 100: the stretch is the
         // verified window, query frames 175..475 (the segment ± 1 s).
-        let segment = Segment {
-            anchors: 0,
-            hits: 0,
-            tq_start: 300.0,
-            tq_end: 350.0,
-            slope: 1.0,
-            intercept: 800.0,
-            pitch_half_bins: 0.0,
-            range_from_peaks: false,
-            deep: false,
-        };
-        let consumed = vec![false; query_peaks.len()];
-        let mut scratch = Vec::new();
-        let evidence = PeakCheck::new(&query_peaks, &consumed, &mut scratch).verify(
-            &index,
-            work_ref,
-            &segment,
-            f64::NEG_INFINITY,
-            None,
-        );
+        let segment = unscaled(300.0, 350.0, 800.0);
+        let evidence = evidence_of(&index, &segment, &query_peaks);
         assert_eq!(evidence.checked, 60, "{evidence:?}");
         assert_eq!(evidence.found, evidence.checked, "{evidence:?}");
         assert!(
@@ -484,30 +476,8 @@ mod tests {
         let frames = 20_000u32;
         let ref_peaks = scatter(5_000, frames, 1);
         let (_dir, index) = crate::matcher::one_work_index("long", 160.0, &[], &ref_peaks);
-        let work_ref = index.work_ref_of_slot(0).expect("work");
-        let segment = Segment {
-            anchors: 0,
-            hits: 0,
-            tq_start: 0.0,
-            tq_end: f64::from(frames),
-            slope: 1.0,
-            intercept: 0.0,
-            pitch_half_bins: 0.0,
-            range_from_peaks: false,
-            deep: false,
-        };
-        let verify = |query_peaks: &[PeakPoint]| {
-            let consumed = vec![false; query_peaks.len()];
-            let mut scratch = Vec::new();
-            PeakCheck::new(query_peaks, &consumed, &mut scratch).verify(
-                &index,
-                work_ref,
-                &segment,
-                f64::NEG_INFINITY,
-                None,
-            )
-        };
-        let copy = verify(&ref_peaks);
+        let segment = unscaled(0.0, f64::from(frames), 0.0);
+        let copy = evidence_of(&index, &segment, &ref_peaks);
         assert!(copy.checked as usize > 4 * CHANCE_SAMPLE_PEAKS, "{copy:?}");
         assert_eq!(copy.found, copy.checked);
         // Chance near the rate of 5 000 scattered peaks in 20 000 × 160 cells
@@ -515,7 +485,7 @@ mod tests {
         let rate = copy.chance / f64::from(copy.checked);
         assert!(rate > 0.01 && rate < 0.1, "{copy:?}");
         assert!(copy.score() > 100.0, "{copy:?}");
-        let unrelated = verify(&scatter(9_600, frames, 7));
+        let unrelated = evidence_of(&index, &segment, &scatter(9_600, frames, 7));
         assert!(unrelated.score() < DEFAULT_MIN_SCORE, "{unrelated:?}");
         assert!(unrelated.score() > -DEFAULT_MIN_SCORE, "{unrelated:?}");
     }
