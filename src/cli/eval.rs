@@ -26,9 +26,11 @@ use super::{EXIT_CLEAN, Thresholds};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Evaluation set directory (refs.jsonl, queries.jsonl).
-    #[arg(long, env = "EARMARK_EVAL", default_value = "eval-cache/eval")]
-    pub set: PathBuf,
+    /// Evaluation set directory (refs.jsonl, queries.jsonl). Repeat to pool
+    /// several sets (say, two reference splits) into one report; each set's
+    /// queries run against its own reference index.
+    #[arg(long = "set", env = "EARMARK_EVAL", default_value = "eval-cache/eval")]
+    pub sets: Vec<PathBuf>,
     /// Write the full results as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -320,11 +322,9 @@ fn sweep(outcomes: &[QueryOutcome], negative_hours: f64) -> Vec<SweepRow> {
         .collect()
 }
 
-pub fn run(args: &EvalArgs) -> Result<u8> {
-    super::require_dir(&args.set, "evaluation set")?;
-    let data = reference_index(&args.set, args.rebuild)?;
-    let index = data.open_index()?;
-    let mut queries: Vec<QueryEntry> = read_jsonl(&args.set.join("queries.jsonl"))?;
+/// The queries of `set` that `args` selects (conditions, per-cell limit).
+fn selected_queries(set: &Path, args: &EvalArgs) -> Result<Vec<QueryEntry>> {
+    let mut queries: Vec<QueryEntry> = read_jsonl(&set.join("queries.jsonl"))?;
     if let Some(list) = &args.conditions {
         let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
         queries.retain(|q| wanted.contains(&q.condition.as_str()));
@@ -339,21 +339,41 @@ pub fn run(args: &EvalArgs) -> Result<u8> {
             *n <= limit
         });
     }
+    Ok(queries)
+}
+
+pub fn run(args: &EvalArgs) -> Result<u8> {
     let config = MatcherConfig {
         min_score: SWEEP_THRESHOLDS[0].min(args.thresholds.min_score),
         ..args.thresholds.matcher_config()
     };
-    eprintln!(
-        "eval: {} queries against {} works…",
-        queries.len(),
-        index.live_work_count()
-    );
-    let started = Instant::now();
-    let outcomes: Vec<QueryOutcome> = queries
-        .par_iter()
-        .map(|q| evaluate_query(&index, q, &config))
-        .collect();
-    let wall = started.elapsed().as_secs_f64();
+    let (mut outcomes, mut wall) = (Vec::new(), 0.0);
+    for set in &args.sets {
+        super::require_dir(set, "evaluation set")?;
+        let data = reference_index(set, args.rebuild)?;
+        let index = data.open_index()?;
+        let queries = selected_queries(set, args)?;
+        eprintln!(
+            "eval: {}: {} queries against {} works…",
+            set.display(),
+            queries.len(),
+            index.live_work_count()
+        );
+        let started = Instant::now();
+        let mut part: Vec<QueryOutcome> = queries
+            .par_iter()
+            .map(|q| evaluate_query(&index, q, &config))
+            .collect();
+        wall += started.elapsed().as_secs_f64();
+        if args.sets.len() > 1 {
+            // Sets number their queries alike: name the set in pooled results.
+            let name = set.file_name().unwrap_or(set.as_os_str()).to_string_lossy();
+            for outcome in &mut part {
+                outcome.query_id = format!("{name}/{}", outcome.query_id);
+            }
+        }
+        outcomes.append(&mut part);
+    }
     let report = build_report(outcomes, &config, wall);
     print_report(&report);
     if let Some(out) = &args.out {
