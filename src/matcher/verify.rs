@@ -123,17 +123,26 @@ impl<'a> PeakCheck<'a> {
             .map_or(0, |p| i64::from(p.t_frame) + 1);
         let stretch_lo = tq_lo.round() as i64;
         let stretch_frames = (tq_hi.round() as i64).min(query_end) - stretch_lo;
-        // Counts the reference peaks in `[tr_lo, tr_hi)` found in the query
-        // under `misalign`, the true alignment when `Misalign::None`.
-        // Counts every `stride`-th of the reference peaks in the window.
+        // Counts every `stride`-th reference peak of `[tr_lo, tr_hi)` (moved
+        // by a reference misalignment) and how many of those are found in the
+        // query under `misalign` (the true alignment when `Misalign::None`).
         let count = |misalign: Misalign,
                      stride: usize,
                      mut explained: Option<&mut Vec<usize>>|
          -> (u32, u32) {
-            let shift = match misalign {
-                Misalign::Reference(s) => s,
-                _ => 0,
+            let (shift, query_shift) = match misalign {
+                Misalign::None => (0, None),
+                Misalign::Reference(s) => (s, None),
+                Misalign::Query(s) => (0, Some(s)),
             };
+            if let Some(s) = query_shift {
+                // Around a stretch shorter than the shift, the wrapped shift
+                // may come back near the true alignment: it measures nothing.
+                let wrapped = s.rem_euclid(stretch_frames.max(1));
+                if wrapped.min(stretch_frames - wrapped) < NEAREST_SHIFT_FRAMES {
+                    return (0, 0);
+                }
+            }
             let (lo, hi) = (tr_lo + shift as f64, tr_hi + shift as f64);
             let (mut checked, mut found) = (0, 0);
             // Reference peaks come in time order and the alignment is increasing,
@@ -153,14 +162,7 @@ impl<'a> PeakCheck<'a> {
                 }
                 let mut tq =
                     ((tr - shift as f64 - segment.intercept) / segment.slope).round() as i64;
-                if let Misalign::Query(s) = misalign {
-                    // Around a stretch shorter than the shift, the wrapped
-                    // shift may come back near the true alignment: such a
-                    // shift measures nothing.
-                    let wrapped = s.rem_euclid(stretch_frames.max(1));
-                    if wrapped.min(stretch_frames - wrapped) < NEAREST_SHIFT_FRAMES {
-                        return (0, 0);
-                    }
+                if let Some(s) = query_shift {
                     tq = stretch_lo + (tq - stretch_lo + s).rem_euclid(stretch_frames);
                     if tq < previous_tq {
                         cursor = None;
