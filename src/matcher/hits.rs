@@ -41,6 +41,20 @@ impl WorkHits {
     }
 }
 
+/// A print as one integer ordered like `(hash, t_frame, f_half_bins)`.
+fn print_key(p: &Print) -> u128 {
+    (u128::from(p.hash) << 40) | (u128::from(p.t_frame) << 8) | u128::from(p.f_half_bins)
+}
+
+/// Inverse of [`print_key`].
+fn print_of_key(key: u128) -> Print {
+    Print {
+        hash: (key >> 40) as u32,
+        t_frame: (key >> 8) as u32,
+        f_half_bins: key as u8,
+    }
+}
+
 /// Looks up the query's prints and groups the hits by work.
 ///
 /// Hits are gathered into one flat list and grouped by dense work slot with a
@@ -49,9 +63,13 @@ impl WorkHits {
 /// lookup's main cost.
 pub(super) fn gather_hits(index: &Index, prints: &[Print]) -> WorkHits {
     let max_postings = stop_hash_postings(index);
-    let mut sorted: Vec<&Print> = prints.iter().collect();
-    sorted.sort_unstable_by_key(|p| (p.hash, p.t_frame, p.f_half_bins));
-    sorted.dedup_by_key(|p| (p.hash, p.t_frame, p.f_half_bins));
+    // Sorted by (hash, frame, frequency) as packed keys: comparing integers
+    // instead of following references to compare tuples was most of the
+    // sort's time. A key holds the whole print (the hash is below 2^32).
+    let mut sorted: Vec<u128> = prints.iter().map(print_key).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let sorted: Vec<Print> = sorted.into_iter().map(print_of_key).collect();
     let mut hits_per_slot: Vec<u32> = vec![0; index.work_slot_count()];
     let mut flat: Vec<(u32, Hit)> = Vec::new();
     let mut postings = Vec::new();

@@ -80,7 +80,7 @@ use crate::spectrogram::BINS_PER_OCTAVE;
 use hits::gather_hits;
 use hough::align_work;
 use pairs::pair_hypotheses;
-use verify::PeakCheck;
+use verify::{PeakCheck, VerifyScratch};
 
 /// Works with at least this many raw hits become candidates and are verified.
 const CANDIDATE_MIN_HITS: usize = 4;
@@ -188,12 +188,12 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
         "matcher: hits gathered"
     );
     let mut verified: Vec<(f64, WorkRef, Segment)> = Vec::new();
-    let mut ref_peaks = Vec::new();
+    let mut scratch = VerifyScratch::default();
     let mut consumed = vec![false; query.peaks.len()];
     // Verifies a hypothesis against every query peak; keeps it if it scores.
     let mut check = |work_ref: WorkRef, segment: Segment, verified: &mut Vec<_>| {
         let threshold = segment.required_score(config);
-        let score = PeakCheck::new(&query.peaks, &consumed, &mut ref_peaks)
+        let score = PeakCheck::new(&query.peaks, &consumed, &mut scratch)
             .verify(index, work_ref, &segment, threshold, None)
             .score();
         if score >= threshold {
@@ -264,7 +264,7 @@ pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) 
         };
         explained.clear();
         let threshold = segment.required_score(config);
-        let mut peaks = PeakCheck::new(&query.peaks, &consumed, &mut ref_peaks);
+        let mut peaks = PeakCheck::new(&query.peaks, &consumed, &mut scratch);
         let evidence = peaks.verify(index, work_ref, &segment, threshold, Some(&mut explained));
         let score = evidence.score();
         if score >= threshold {
