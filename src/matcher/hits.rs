@@ -41,18 +41,40 @@ impl WorkHits {
     }
 }
 
-/// A print as one integer ordered like `(hash, t_frame, f_half_bins)`.
-fn print_key(p: &Print) -> u128 {
-    (u128::from(p.hash) << 40) | (u128::from(p.t_frame) << 8) | u128::from(p.f_half_bins)
-}
+/// Bits of the hash sorted per pass of [`sorted_by_hash`].
+const RADIX_BITS: u32 = 11;
 
-/// Inverse of [`print_key`].
-fn print_of_key(key: u128) -> Print {
-    Print {
-        hash: (key >> 40) as u32,
-        t_frame: (key >> 8) as u32,
-        f_half_bins: key as u8,
+/// The prints sorted by hash (stable): a least-significant-digit radix sort,
+/// two counting passes for [`HASH_BITS`]-bit hashes. A query has about 420
+/// prints per second, nearly all of distinct hashes, and a comparison sort of
+/// them was a third of the matcher's time on a one-minute query.
+fn sorted_by_hash(prints: &[Print]) -> Vec<Print> {
+    let mut sorted = prints.to_vec();
+    let mut spare = prints.to_vec();
+    let max_hash = prints.iter().map(|p| p.hash).max().unwrap_or(0);
+    let mut counts = vec![0usize; 1 << RADIX_BITS];
+    let mut shift = 0;
+    while shift < u32::BITS && (max_hash >> shift) != 0 {
+        let digit = |p: &Print| ((p.hash >> shift) & ((1 << RADIX_BITS) - 1)) as usize;
+        counts.fill(0);
+        for p in &sorted {
+            counts[digit(p)] += 1;
+        }
+        let mut start = 0;
+        for count in &mut counts {
+            let n = *count;
+            *count = start;
+            start += n;
+        }
+        for p in &sorted {
+            let slot = &mut counts[digit(p)];
+            spare[*slot] = *p;
+            *slot += 1;
+        }
+        std::mem::swap(&mut sorted, &mut spare);
+        shift += RADIX_BITS;
     }
+    sorted
 }
 
 /// Looks up the query's prints and groups the hits by work.
@@ -63,13 +85,10 @@ fn print_of_key(key: u128) -> Print {
 /// lookup's main cost.
 pub(super) fn gather_hits(index: &Index, prints: &[Print]) -> WorkHits {
     let max_postings = stop_hash_postings(index);
-    // Sorted by (hash, frame, frequency) as packed keys: comparing integers
-    // instead of following references to compare tuples was most of the
-    // sort's time. A key holds the whole print (the hash is below 2^32).
-    let mut sorted: Vec<u128> = prints.iter().map(print_key).collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let sorted: Vec<Print> = sorted.into_iter().map(print_of_key).collect();
+    // Grouped by hash (each distinct hash is looked up once, in index order).
+    // A print repeated in the query gives repeated hits, which the runs'
+    // deduplication below removes.
+    let sorted = sorted_by_hash(prints);
     let mut hits_per_slot: Vec<u32> = vec![0; index.work_slot_count()];
     let mut flat: Vec<(u32, Hit)> = Vec::new();
     let mut postings = Vec::new();
@@ -164,4 +183,30 @@ pub(super) fn gather_hits(index: &Index, prints: &[Print]) -> WorkHits {
     hits.truncate(write);
     runs.retain(|(_, run)| run.len() >= PAIR_CLUSTER_HITS);
     WorkHits { hits, runs }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn radix_sort_orders_prints_by_hash_stably() {
+        let mut state = 0x9e37_79b9_u64;
+        let prints: Vec<Print> = (0..5_000u32)
+            .map(|i| {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                // Mostly index-sized hashes, a few full-width ones.
+                let bits = if i % 97 == 0 { 32 } else { HASH_BITS };
+                Print {
+                    hash: ((state >> 20) as u32) >> (32 - bits),
+                    t_frame: i,
+                    f_half_bins: (i % 256) as u8,
+                }
+            })
+            .collect();
+        let mut expected = prints.clone();
+        expected.sort_by_key(|p| p.hash);
+        assert_eq!(sorted_by_hash(&prints), expected);
+        assert!(sorted_by_hash(&[]).is_empty());
+    }
 }
