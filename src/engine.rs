@@ -110,8 +110,14 @@ pub fn fingerprint_file(
             info
         });
         let mut fingerprinter = StreamingFingerprinter::pipelined(side);
-        for block in receiver {
-            fingerprinter.push(&block);
+        for block in &receiver {
+            fingerprinter.extend(&block);
+            // Whatever queued up while the last blocks were fingerprinted is
+            // taken at once, so a backlog is worked off in parallel.
+            while let Ok(more) = receiver.try_recv() {
+                fingerprinter.extend(&more);
+            }
+            fingerprinter.process_ready();
         }
         let info = decoder
             .join()

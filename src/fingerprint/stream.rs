@@ -68,13 +68,29 @@ impl StreamingFingerprinter {
 
     /// Appends samples; fingerprints whatever whole blocks are ready.
     pub fn push(&mut self, samples: &[f32]) {
+        self.extend(samples);
+        self.process_ready();
+    }
+
+    /// Appends samples without fingerprinting them yet (see
+    /// [`StreamingFingerprinter::process_ready`]).
+    pub fn extend(&mut self, samples: &[f32]) {
         self.buffer.extend_from_slice(samples);
         self.total_samples += samples.len();
+    }
+
+    /// Fingerprints every whole batch of blocks that is ready, all its blocks
+    /// in parallel: a pipelined fingerprinter that fell behind its decoder
+    /// catches up on every core, not one block at a time.
+    pub fn process_ready(&mut self) {
         let (_, after) = context_frames(self.side);
         let batch_frames = self.block_frames * self.batch_blocks;
-        let needed_frame = self.next_frame + batch_frames + after + 1;
-        if self.buffered_frames_end() >= needed_frame {
-            self.process_until(self.next_frame + batch_frames);
+        let complete = self
+            .buffered_frames_end()
+            .saturating_sub(self.next_frame + after + 1);
+        let batches = complete / batch_frames;
+        if batches > 0 {
+            self.process_until(self.next_frame + batches * batch_frames);
         }
     }
 
@@ -202,5 +218,34 @@ mod tests {
             assert!(!a.is_empty());
             assert_eq!(a, b, "{seconds} s");
         }
+    }
+
+    #[test]
+    fn a_backlog_is_fingerprinted_in_parallel_blocks_like_the_batch() {
+        // A fingerprinter that fell behind gets many blocks at once (as the
+        // pipelined decoder's queue hands them over): they are processed
+        // together, and the prints are those of the whole signal.
+        let samples = melody(47.0, 7);
+        let batch = fingerprint_samples(&samples, Side::Query);
+        let mut stream = StreamingFingerprinter::pipelined(Side::Query);
+        let (backlog, rest) = samples.split_at(samples.len() * 3 / 4);
+        for chunk in backlog.chunks(16_000) {
+            stream.extend(chunk);
+        }
+        stream.process_ready();
+        assert!(
+            stream.next_frame >= 3 * PIPELINE_BLOCK_FRAMES,
+            "the backlog's whole blocks are done ({} frames)",
+            stream.next_frame
+        );
+        stream.push(rest);
+        let streamed = stream.finish();
+        assert_eq!(streamed.frames, batch.frames);
+        assert_eq!(streamed.peaks, batch.peaks);
+        let (mut a, mut b) = (batch.prints, streamed.prints);
+        a.sort();
+        b.sort();
+        assert!(!a.is_empty());
+        assert_eq!(a, b);
     }
 }

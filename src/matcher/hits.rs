@@ -194,7 +194,9 @@ mod tests {
         let mut state = 0x9e37_79b9_u64;
         let prints: Vec<Print> = (0..5_000u32)
             .map(|i| {
-                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
                 // Mostly index-sized hashes, a few full-width ones.
                 let bits = if i % 97 == 0 { 32 } else { HASH_BITS };
                 Print {
