@@ -1,0 +1,136 @@
+//! End-to-end test of `earmark eval` pooling several evaluation sets: each
+//! set's queries must run against that set's own reference index, and the
+//! pooled report must hold every query once, named by its set.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_earmark");
+
+fn audio(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("test-audio")
+        .join(rel)
+}
+
+fn reference(id: &str) -> PathBuf {
+    audio(&format!("refs/{id}.ogg"))
+}
+
+fn write_jsonl(path: &Path, rows: &[Value]) {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    fs::write(path, text).unwrap();
+}
+
+/// An evaluation set registering `works`, whose queries are the whole clip
+/// of `positive` (one of `works`), the clip of `absent` (not registered here:
+/// a negative) and speech (a negative).
+fn make_set(dir: &Path, works: &[&str], positive: &str, absent: &str) {
+    fs::create_dir_all(dir).unwrap();
+    let refs: Vec<Value> = works
+        .iter()
+        .map(|id| json!({"work_id": id, "path": reference(id)}))
+        .collect();
+    write_jsonl(&dir.join("refs.jsonl"), &refs);
+    let query = |id: &str, path: PathBuf, work: Option<&str>| {
+        json!({
+            "query_id": id, "path": path, "condition": "clean", "length_s": 10.0,
+            "work_id": work, "ref_start_s": work.map(|_| 0.0),
+            "query_start_s": work.map(|_| 0.0), "query_end_s": work.map(|_| 28.0),
+        })
+    };
+    write_jsonl(
+        &dir.join("queries.jsonl"),
+        &[
+            query("q-positive", reference(positive), Some(positive)),
+            query("q-absent", reference(absent), None),
+            query("q-speech", audio("submissions/speech.ogg"), None),
+        ],
+    );
+}
+
+#[test]
+fn pooled_sets_each_run_against_their_own_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("set-a"), tmp.path().join("set-b"));
+    // Each set's "absent" query is the other set's registered work: run
+    // against the wrong index it would be a false positive, and each set's
+    // positive would be missed.
+    make_set(
+        &a,
+        &["wesnoth-heroes-rite", "fof-muldjord-armygeddon"],
+        "wesnoth-heroes-rite",
+        "wesnoth-northerners",
+    );
+    make_set(
+        &b,
+        &["wesnoth-northerners", "fof-sectoid-war-of-freedom"],
+        "wesnoth-northerners",
+        "wesnoth-heroes-rite",
+    );
+    let out = tmp.path().join("pooled.json");
+    let run = Command::new(BIN)
+        .env_remove("EARMARK_EVAL")
+        .env_remove("EARMARK_DATA")
+        .arg("eval")
+        .arg("--set")
+        .arg(&a)
+        .arg("--set")
+        .arg(&b)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "eval failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: Value = serde_json::from_slice(&fs::read(&out).unwrap()).unwrap();
+    assert_eq!(report["queries"], 6);
+    assert_eq!(report["false_positives"], 0, "{report:#}");
+    let outcomes = report["outcomes"].as_array().unwrap();
+    let mut ids: Vec<&str> = outcomes
+        .iter()
+        .map(|o| o["query_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [
+            "set-a/q-absent",
+            "set-a/q-positive",
+            "set-a/q-speech",
+            "set-b/q-absent",
+            "set-b/q-positive",
+            "set-b/q-speech"
+        ]
+    );
+    for set in ["set-a", "set-b"] {
+        let positive = outcomes
+            .iter()
+            .find(|o| o["query_id"] == format!("{set}/q-positive"))
+            .unwrap();
+        let score = positive["correct_score"].as_f64().unwrap();
+        assert!(score >= 7.5, "{set}: its own work scored {score}");
+        let absent = outcomes
+            .iter()
+            .find(|o| o["query_id"] == format!("{set}/q-absent"))
+            .unwrap();
+        assert!(
+            absent["wrong_score"].as_f64().unwrap() < 7.0,
+            "{set}: the other set's work matched: {absent:#}"
+        );
+    }
+    // Each set cached its own index beside its queries.
+    for set in [&a, &b] {
+        let cached = fs::read_dir(set)
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().starts_with("index-"));
+        assert!(cached, "{} has no cached index", set.display());
+    }
+}
