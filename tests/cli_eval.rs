@@ -8,13 +8,10 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_earmark");
+mod scan_common;
+use scan_common::audio;
 
-fn audio(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("test-audio")
-        .join(rel)
-}
+const BIN: &str = env!("CARGO_BIN_EXE_earmark");
 
 fn reference(id: &str) -> PathBuf {
     audio(&format!("refs/{id}.ogg"))
