@@ -120,6 +120,7 @@ enc "$TMP/f-st.wav" "$F/clip.wav" -c:a pcm_s16le
 enc "$TMP/f-st.wav" "$F/clip.flac" -c:a flac
 enc "$TMP/f-st.wav" "$F/clip.mp3" -c:a libmp3lame -b:a 128k
 enc "$TMP/f-st.wav" "$F/clip-aac.m4a" -c:a aac -b:a 128k
+enc "$TMP/f-st.wav" "$F/clip.aac" -c:a aac -b:a 128k -f adts
 enc "$TMP/f-mono44.wav" "$F/clip-alac.m4a" -c:a alac
 enc "$TMP/f-mono22.wav" "$F/clip.aiff" -c:a pcm_s16be
 enc "$TMP/f-st.wav" "$F/clip-vorbis.mkv" -c:a libvorbis -q:a 3
@@ -178,6 +179,7 @@ $(fmt_entry clip.wav),
 $(fmt_entry clip.flac),
 $(fmt_entry clip.mp3),
 $(fmt_entry clip-aac.m4a),
+$(fmt_entry clip.aac),
 $(fmt_entry clip-alac.m4a),
 $(fmt_entry clip.aiff),
 $(fmt_entry clip-vorbis.mkv),

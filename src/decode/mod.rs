@@ -13,7 +13,10 @@
 //! * A file cut short is an error, not a shorter file: where the container declares
 //!   a length, decoding must reach it (for MP3, when a Xing/Info tag declares it:
 //!   [`mp3_tag`]); an Ogg file (no declared length) must end with a whole
-//!   end-of-stream page ([`ogg_end`]).
+//!   end-of-stream page ([`ogg_end`]); a stream without a declared length
+//!   (or, like raw ADTS AAC, with one estimated from its size) must not end
+//!   inside a packet. An MP3 without a Xing/Info tag, cut, still decodes as a
+//!   shorter file: symphonia's reader drops a partial last frame silently.
 
 mod error;
 mod limits;
@@ -49,6 +52,8 @@ const TRUNCATION_TOLERANCE: f64 = 0.95;
 /// (beyond [`TRUNCATION_TOLERANCE`]) before it is reported as truncated:
 /// encoder delay and padding of a short file.
 const TRUNCATION_SLACK_S: f64 = 0.1;
+/// `FormatInfo::short_name` of symphonia's ADTS (raw AAC) reader.
+const ADTS_READER_NAME: &str = "aac";
 
 /// What the decoder learned about the input.
 #[derive(Debug, Clone, PartialEq)]
@@ -342,6 +347,10 @@ fn decode_source(
         })?
         .clone();
     let declared_frames = track.num_frames;
+    // The ADTS reader (raw AAC) derives its frame count from the input's size:
+    // a cut file declares its own shorter length, so only the way it ends can
+    // tell it is cut.
+    let length_is_estimate = format.format_info().short_name == ADTS_READER_NAME;
     let time_base = track.time_base;
     let source_rate = params
         .sample_rate
@@ -377,6 +386,19 @@ fn decode_source(
             Ok(Some(packet)) => packet,
             Ok(None) => break,
             Err(SymphoniaError::IoError(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                if declared_frames.is_none() || length_is_estimate {
+                    // Every reader ends a whole stream with `Ok(None)`; the
+                    // input ran out inside a packet (a cut ADTS AAC file,
+                    // say), and without a declared length nothing else
+                    // would tell it from a shorter recording.
+                    return Err(DecodeError::Unterminated {
+                        input: input_name(),
+                        reason: format!(
+                            "the input ends inside a packet after {:.2} s of audio",
+                            decoded_frames as f64 / f64::from(source_rate)
+                        ),
+                    });
+                }
                 if let Some(err) =
                     short_of_declared(input, decoded_frames, declared_frames, source_rate, 0.0)
                 {
@@ -586,6 +608,49 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, DecodeError::Truncated { .. }), "{err}");
+    }
+
+    /// An ADTS AAC stream declares no length: cut inside a frame, it is an
+    /// error naming the input, not a shorter recording; whole, it decodes.
+    #[test]
+    fn adts_cut_inside_a_frame_is_truncated() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-audio/formats/clip.aac");
+        let whole = std::fs::read(&path).expect("test clip");
+        let limits = DecodeLimits::default();
+        let decoded = decode_file(&path, &limits, 8000).expect("the whole file decodes");
+        assert!(decoded.info.duration_s > 2.5, "{:?}", decoded.info);
+        // The frame length is 13 bits from bit 30 of each 7-byte header:
+        // cut halfway into the frame that starts nearest the middle.
+        let mut at = 0;
+        let mut middle_frame = None;
+        while at + 7 <= whole.len() && whole[at] == 0xFF && whole[at + 1] & 0xF0 == 0xF0 {
+            let length = (usize::from(whole[at + 3] & 0x03) << 11)
+                | (usize::from(whole[at + 4]) << 3)
+                | usize::from(whole[at + 5] >> 5);
+            if at >= whole.len() / 2 && middle_frame.is_none() {
+                middle_frame = Some((at, length));
+            }
+            at += length.max(7);
+        }
+        assert_eq!(at, whole.len(), "the clip is a clean ADTS stream");
+        let (start, length) = middle_frame.expect("a frame past the middle");
+        let cut = &whole[..start + length / 2];
+        let err =
+            decode_bytes(cut.to_vec(), "upload.aac", None, &limits, 8000, |_| {}).unwrap_err();
+        assert!(matches!(err, DecodeError::Unterminated { .. }), "{err}");
+        assert!(err.to_string().starts_with("upload.aac:"), "{err}");
+        // Cut at a frame boundary it is indistinguishable from a shorter
+        // recording, and decodes as one.
+        let shorter = decode_bytes(
+            whole[..start].to_vec(),
+            "short.aac",
+            None,
+            &limits,
+            8000,
+            |_| {},
+        )
+        .expect("whole frames decode");
+        assert!(shorter.duration_s < decoded.info.duration_s);
     }
 
     #[test]
