@@ -273,9 +273,9 @@ struct NearGrid {
 /// by the tolerance on both sides, offset by [`NEAR_GRID_F_OFFSET`].
 const NEAR_GRID_ROW_WORDS: usize = 5;
 const NEAR_GRID_F_OFFSET: i32 = 32;
-/// Longest stretch a grid is built for (≈ 9 h of frames, 200 MB); longer
-/// ones take the slow path.
-const NEAR_GRID_MAX_FRAMES: i64 = 1 << 22;
+/// Longest stretch a grid is built for (≈ 2.3 h of frames, 42 MB); longer
+/// ones take the slow path, which gives the same counts.
+const NEAR_GRID_MAX_FRAMES: i64 = 1 << 20;
 
 impl NearGrid {
     /// The grid of frames `first_frame..=last_frame` (none if that is empty
