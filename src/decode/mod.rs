@@ -610,8 +610,10 @@ mod tests {
         assert!(matches!(err, DecodeError::Truncated { .. }), "{err}");
     }
 
-    /// An ADTS AAC stream declares no length: cut inside a frame, it is an
-    /// error naming the input, not a shorter recording; whole, it decodes.
+    /// An ADTS AAC stream declares no length (the reader estimates one from
+    /// the input's size, so a cut file declares its own): cut inside a frame,
+    /// it is an error naming the input, not a shorter recording; whole, it
+    /// decodes.
     #[test]
     fn adts_cut_inside_a_frame_is_truncated() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-audio/formats/clip.aac");
