@@ -289,7 +289,10 @@ pub fn run_bench_decode(args: &BenchDecodeArgs) -> Result<u8> {
             .collect()
     });
     let wall_s = started.elapsed().as_secs_f64().max(f64::EPSILON);
-    let audio_s: f64 = results.iter().filter_map(|r| r.as_ref().ok()).sum();
+    let audio_s: f64 = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .fold(0.0, |sum, s| sum + s);
     let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     let report = serde_json::json!({
         "files": files.len(),

@@ -15,12 +15,14 @@
 //!   [`mp3_tag`]); an Ogg file (no declared length) must end with a whole
 //!   end-of-stream page ([`ogg_end`]); a stream without a declared length
 //!   (or, like raw ADTS AAC, with one estimated from its size) must not end
-//!   inside a packet. An MP3 without a Xing/Info tag, cut, still decodes as a
-//!   shorter file: symphonia's reader drops a partial last frame silently.
+//!   inside a packet. An MP3 without a Xing/Info tag must not end inside a
+//!   frame ([`mpeg_frames`]): symphonia's reader would drop a partial last
+//!   frame silently.
 
 mod error;
 mod limits;
 mod mp3_tag;
+mod mpeg_frames;
 mod ogg_end;
 mod resample;
 
@@ -231,7 +233,7 @@ struct ContainerFacts {
 #[derive(Debug)]
 enum InspectError {
     Read(io::Error),
-    Incomplete(&'static str),
+    Incomplete(String),
 }
 
 impl From<io::Error> for InspectError {
@@ -249,7 +251,7 @@ impl InspectError {
             },
             Self::Incomplete(reason) => DecodeError::Unterminated {
                 input: input.to_string(),
-                reason: reason.into(),
+                reason,
             },
         }
     }
@@ -268,12 +270,24 @@ fn container_facts(
         let tail_bytes = size.min(ogg_end::MAX_PAGE_BYTES as u64);
         let tail = read_at(size - tail_bytes, ogg_end::MAX_PAGE_BYTES)?;
         if let Some(reason) = ogg_end::incompleteness(&tail) {
-            return Err(InspectError::Incomplete(reason));
+            return Err(InspectError::Incomplete(reason.to_string()));
         }
     } else if let Some(tag_bytes) = mp3_tag::id3v2_len(&head) {
         // The first frame follows the ID3v2 tag, which may hold cover art.
         let frames = read_at(tag_bytes as u64, mp3_tag::FRAME_SEARCH_BYTES)?;
         facts.length_from_tag = mp3_tag::declares_frame_count(&frames);
+        if !facts.length_from_tag
+            && let Some(first) = mp3_tag::first_frame(&frames)
+        {
+            let first = (tag_bytes + first) as u64;
+            if let Some(cut) = mpeg_frames::cut_inside_frame(first, size, &mut read_at)? {
+                return Err(InspectError::Incomplete(format!(
+                    "the input ends inside MPEG frame {} after {:.2} s of audio",
+                    cut.whole_frames + 1,
+                    cut.whole_s
+                )));
+            }
+        }
     }
     Ok(facts)
 }
@@ -608,6 +622,60 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, DecodeError::Truncated { .. }), "{err}");
+    }
+
+    /// An MP3 without a Xing/Info tag declares no length: cut inside a frame it
+    /// is an error naming the input (file or upload), cut at a frame boundary
+    /// it is a shorter recording, and whole it decodes.
+    #[test]
+    fn untagged_mp3_cut_inside_a_frame_is_truncated() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-audio/formats/clip.mp3");
+        let tagged = std::fs::read(&path).expect("test clip");
+        // The clip is a 20-byte ID3v2 tag, then an Info frame and audio frames,
+        // all MPEG-1 Layer III at 128 kbit/s and 44.1 kHz: 417 bytes, plus one
+        // when the padding bit (byte 2, bit 1) is set.
+        let frame_len = |h: &[u8]| {
+            assert_eq!(h[..2], [0xff, 0xfb], "MPEG-1 Layer III header");
+            assert_eq!(h[2] & 0xfc, 0x90, "128 kbit/s at 44.1 kHz");
+            417 + usize::from((h[2] >> 1) & 1)
+        };
+        let id3 = 20;
+        assert_eq!(&tagged[id3 + 36..id3 + 40], b"Info");
+        let info_len = frame_len(&tagged[id3..]);
+        let mut untagged = tagged[..id3].to_vec();
+        untagged.extend_from_slice(&tagged[id3 + info_len..]);
+        let (mut at, mut boundaries) = (id3, Vec::new());
+        while at + 4 <= untagged.len() {
+            boundaries.push(at);
+            at += frame_len(&untagged[at..]);
+        }
+        assert_eq!(at, untagged.len(), "the clip is a clean frame chain");
+        let limits = DecodeLimits::default();
+        let decode = |bytes: &[u8], name: &str| {
+            decode_bytes(bytes.to_vec(), name, None, &limits, 8000, |_| {})
+        };
+        let whole = decode(&untagged, "whole.mp3").expect("the untagged clip decodes");
+        assert!(whole.duration_s > 2.9, "{whole:?}");
+        let middle = boundaries[boundaries.len() / 2];
+        let err = decode(&untagged[..middle + 200], "upload.mp3").unwrap_err();
+        assert!(matches!(err, DecodeError::Unterminated { .. }), "{err}");
+        assert!(err.to_string().starts_with("upload.mp3:"), "{err}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cut_path = dir.path().join("cut.mp3");
+        std::fs::write(&cut_path, &untagged[..middle + 200]).expect("write");
+        let err = decode_file(&cut_path, &limits, 8000).unwrap_err();
+        assert!(matches!(err, DecodeError::Unterminated { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with(&cut_path.display().to_string()),
+            "{err}"
+        );
+        let shorter = decode(&untagged[..middle], "short.mp3").expect("whole frames decode");
+        assert!(shorter.duration_s < whole.duration_s * 0.6, "{shorter:?}");
+        // An ID3v1 tag after the last frame is not a cut frame.
+        let mut with_v1 = untagged.clone();
+        with_v1.extend(b"TAG");
+        with_v1.extend([b' '; 125]);
+        decode(&with_v1, "v1.mp3").expect("an ID3v1 tag at the end is fine");
     }
 
     /// An ADTS AAC stream declares no length (the reader estimates one from

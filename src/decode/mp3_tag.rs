@@ -41,11 +41,7 @@ pub(super) fn id3v2_len(head: &[u8]) -> Option<usize> {
 /// Whether the first MPEG Layer III frame in `frames` (the bytes right after
 /// any ID3v2 tag) carries a Xing/Info tag with a frame count.
 pub(super) fn declares_frame_count(frames: &[u8]) -> bool {
-    let search = frames.get(..FRAME_SEARCH_BYTES).unwrap_or(frames);
-    let Some(at) = search
-        .windows(FRAME_HEADER_BYTES)
-        .position(is_layer3_header)
-    else {
+    let Some(at) = first_frame(frames) else {
         return false;
     };
     let Some(header) = frames.get(at..at + FRAME_HEADER_BYTES) else {
@@ -63,6 +59,15 @@ pub(super) fn declares_frame_count(frames: &[u8]) -> bool {
         return false;
     };
     (tag.starts_with(b"Xing") || tag.starts_with(b"Info")) && tag[7] & FRAME_COUNT_FLAG != 0
+}
+
+/// Offset in `frames` of the first plausible Layer III frame header, within
+/// [`FRAME_SEARCH_BYTES`].
+pub(super) fn first_frame(frames: &[u8]) -> Option<usize> {
+    let search = frames.get(..FRAME_SEARCH_BYTES).unwrap_or(frames);
+    search
+        .windows(FRAME_HEADER_BYTES)
+        .position(is_layer3_header)
 }
 
 /// A plausible MPEG audio Layer III frame header: frame sync, a known version,
