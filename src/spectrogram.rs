@@ -85,6 +85,8 @@ struct FftWorkspace {
     fft: Arc<dyn Fft<f32>>,
     window: Vec<f32>,
     buffer: Vec<Complex32>,
+    /// `buffer[(N − k) mod N]` for k = 0..=N/2 (see [`FftWorkspace::power_pair`]).
+    mirror: Vec<Complex32>,
     scratch: Vec<Complex32>,
     sources: Vec<BinSource>,
     /// Log bins interpolated between two linear bins: (log bin, lower bin, weight).
@@ -154,6 +156,7 @@ impl FftWorkspace {
         }
         Self {
             buffer: vec![Complex32::new(0.0, 0.0); FFT_SIZE],
+            mirror: vec![Complex32::new(0.0, 0.0); FFT_SIZE / 2 + 1],
             scratch: vec![Complex32::new(0.0, 0.0); fft.get_inplace_scratch_len()],
             fft,
             window,
@@ -183,13 +186,19 @@ impl FftWorkspace {
             .process_with_scratch(&mut self.buffer, &mut self.scratch);
         let z = &self.buffer;
         let half = FFT_SIZE / 2;
-        // Bin 0 pairs with itself; bins 1..=N/2 with N−1 down to N/2.
-        let mirrored = std::iter::once(&z[0]).chain(z[half..].iter().rev());
+        // Bin 0 pairs with itself; bins 1..=N/2 with N−1 down to N/2. The
+        // mirror is copied out first so the loop below reads two arrays
+        // forwards (it vectorises; a reversed iterator in it did not).
+        let mirror = &mut self.mirror;
+        mirror[0] = z[0];
+        for (m, &zm) in mirror[1..].iter_mut().zip(z[half..].iter().rev()) {
+            *m = zm;
+        }
         for (((pa, pb), zk), zm) in power_a
             .iter_mut()
             .zip(power_b.iter_mut())
             .zip(&z[..=half])
-            .zip(mirrored)
+            .zip(mirror.iter())
         {
             let (sum_re, sum_im) = (zk.re + zm.re, zk.im - zm.im);
             let (diff_re, diff_im) = (zk.re - zm.re, zk.im + zm.im);

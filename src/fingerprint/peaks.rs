@@ -45,26 +45,30 @@ pub(super) fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> PeakCand
     let (Some(cells), Some(max_cells)) = (spec_rows.as_slice(), freq_max.as_slice()) else {
         return candidates;
     };
+    let nt = p.neighbourhood_frames;
+    // Maximum over the whole inner neighbourhood: almost every cell is below
+    // it and is ruled out by one comparison; the few that reach it go through
+    // the exact checks (with their tie rules) below.
+    let area_max = max_filter_frames(max_cells, bins, nt);
     let ring = Ring {
         cells,
         bins,
         inner,
         outer,
     };
-    let nt = p.neighbourhood_frames;
     for (t, (row, max_row)) in cells
         .chunks_exact(bins)
-        .zip(max_cells.chunks_exact(bins))
+        .zip(area_max.chunks_exact(bins))
         .enumerate()
     {
         // Summed as ndarray sums (same rounding as the indexed fingerprints).
         let frame_mean = ndarray::ArrayView1::from(row).sum() / bins as f32;
         let t_lo = t.saturating_sub(nt);
         let t_hi = (t + nt).min(frames - 1);
-        // Edge bins are not local maxima of the spectrum, only of the grid.
-        for k in 1..bins.saturating_sub(1) {
+        for k in cells_reaching(row, max_row) {
             let v = row[k];
-            if v < max_row[k] || v < SILENCE_LOG2 || v - frame_mean < MIN_PROMINENCE {
+            // Edge bins are not local maxima of the spectrum, only of the grid.
+            if k == 0 || k + 1 >= bins || v < SILENCE_LOG2 || v - frame_mean < MIN_PROMINENCE {
                 continue;
             }
             // Strict maximum with ties resolved to the earliest frame and lowest bin,
@@ -87,6 +91,32 @@ pub(super) fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> PeakCand
         }
     }
     candidates
+}
+
+/// Cells compared at once by [`cells_reaching`].
+const MASK_LANES: usize = 8;
+
+/// Indices `k` (ascending) where `row[k] ≥ ceiling[k]`. Few cells reach their
+/// neighbourhood's maximum, so the comparison runs as branch-free masks of
+/// [`MASK_LANES`] cells, and only the set bits are visited.
+fn cells_reaching<'a>(row: &'a [f32], ceiling: &'a [f32]) -> impl Iterator<Item = usize> + 'a {
+    row.chunks(MASK_LANES)
+        .zip(ceiling.chunks(MASK_LANES))
+        .enumerate()
+        .flat_map(|(chunk, (values, ceilings))| {
+            let mut mask = values
+                .iter()
+                .zip(ceilings)
+                .enumerate()
+                .fold(0u32, |mask, (i, (&v, &c))| mask | (u32::from(v >= c) << i));
+            std::iter::from_fn(move || {
+                (mask != 0).then(|| {
+                    let i = mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    chunk * MASK_LANES + i
+                })
+            })
+        })
 }
 
 /// The bins more than `inner` and at most `outer` bins from a peak candidate.
@@ -125,6 +155,75 @@ impl Ring<'_> {
                     .any(|&x| if earlier { x >= v } else { x > v })
         })
     }
+}
+
+/// Maximum over ± `half` frames along time of a row-major `frames × bins`
+/// grid, per bin (the window is clipped at both ends).
+///
+/// Van Herk / Gil-Werman: cut time into blocks of the window's length `w`;
+/// a window `[a, a + w)` spans at most two blocks, so its maximum is the
+/// maximum from `a` to the end of its block (a suffix maximum) and from the
+/// start of the next block to `a + w − 1` (a prefix maximum). Three passes of
+/// whole rows (they vectorise) whatever the window; clipped windows at the
+/// ends are taken directly.
+fn max_filter_frames(cells: &[f32], bins: usize, half: usize) -> Vec<f32> {
+    let frames = cells.len() / bins.max(1);
+    let w = 2 * half + 1;
+    let rows = |from: usize, to: usize| &cells[from * bins..to * bins];
+    let mut out = vec![0.0f32; frames * bins];
+    let max_into = |dst: &mut [f32], src: &[f32]| {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = max_f32(*d, s);
+        }
+    };
+    // Clipped windows, taken directly: the first and last `half` frames, or
+    // every frame of a grid shorter than one window.
+    let direct = |t: usize, out: &mut [f32]| {
+        let (lo, hi) = (t.saturating_sub(half), (t + half).min(frames - 1));
+        let dst = &mut out[t * bins..(t + 1) * bins];
+        dst.copy_from_slice(rows(lo, lo + 1));
+        for u in lo + 1..=hi {
+            max_into(dst, rows(u, u + 1));
+        }
+    };
+    if frames < w {
+        for t in 0..frames {
+            direct(t, &mut out);
+        }
+        return out;
+    }
+    // Suffix maxima within each block, backwards.
+    let mut suffix = cells.to_vec();
+    for t in (0..frames - 1).rev() {
+        if (t + 1) % w != 0 {
+            let (head, tail) = suffix.split_at_mut((t + 1) * bins);
+            max_into(&mut head[t * bins..], &tail[..bins]);
+        }
+    }
+    // Prefix maxima, forwards, one row at a time; full windows combine the two.
+    let mut prefix = vec![0.0f32; bins];
+    for u in 0..frames {
+        if u % w == 0 {
+            prefix.copy_from_slice(rows(u, u + 1));
+        } else {
+            max_into(&mut prefix, rows(u, u + 1));
+        }
+        if u >= 2 * half {
+            let t = u - half;
+            let dst = &mut out[t * bins..(t + 1) * bins];
+            for ((d, &a), &b) in dst
+                .iter_mut()
+                .zip(&suffix[(t - half) * bins..])
+                .zip(&prefix)
+            {
+                *d = max_f32(a, b);
+            }
+        }
+    }
+    for t in (0..half).chain(frames - half..frames) {
+        direct(t, &mut out);
+    }
+    out
 }
 
 /// Maximum over ± `half` bins along frequency, per frame.
@@ -293,6 +392,34 @@ mod tests {
                         .copied()
                         .fold(f32::NEG_INFINITY, f32::max);
                     assert_eq!(fast[[0, k]], naive, "bins {bins} half {half} k {k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn time_max_filter_equals_naive_max() {
+        let mut state = 99u64;
+        for (frames, bins) in [(1usize, 3usize), (4, 2), (20, 5), (21, 5), (22, 5), (97, 7)] {
+            let cells: Vec<f32> = (0..frames * bins)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (state >> 40) as f32
+                })
+                .collect();
+            for half in [0usize, 1, 3, 10] {
+                let fast = max_filter_frames(&cells, bins, half);
+                for t in 0..frames {
+                    for k in 0..bins {
+                        let naive = (t.saturating_sub(half)..=(t + half).min(frames - 1))
+                            .map(|u| cells[u * bins + k])
+                            .fold(f32::NEG_INFINITY, f32::max);
+                        assert_eq!(
+                            fast[t * bins + k],
+                            naive,
+                            "{frames}×{bins} ±{half} at {t},{k}"
+                        );
+                    }
                 }
             }
         }
