@@ -19,10 +19,10 @@
 //!
 //! Cost. Each 5 s half window of the query is correlated once (a window's
 //! votes are the sum of its two halves): about (query peaks) × (shortlisted
-//! reference peaks) × 5 / 188 counter increments, the box sums of each half's
-//! votes (computed once, in log₂ of the box width vectorised passes), one pass
-//! adding two halves' box sums and one taking block maxima, from which the best
-//! offsets are read. Peak verification is the expensive step, so an
+//! reference peaks) × 5 / 188 counter increments, then one pass over the
+//! window's offsets adds both halves, takes the box sums and their block
+//! maxima a block at a time in registers, and the best offsets are read from
+//! those maxima. Peak verification is the expensive step, so an
 //! offset is verified only when its votes stand out from the votes at nearby
 //! wrong offsets ([`DEEP_MIN_VOTE_EXCESS`]); on unrelated audio that leaves
 //! about one window in a hundred. Only unscaled alignments are searched;
@@ -91,19 +91,50 @@ impl PeaksByFrequency {
 #[derive(Default)]
 pub(super) struct DeepSearch {
     ref_peaks: Vec<PeakPoint>,
-    /// Votes of the previous and the current half window, and their box sums
-    /// (the votes within the verification tolerance of each offset); all zero
-    /// outside the range a half has voted into (restored after use).
+    /// Reference frames grouped by query frequency: the frames of the
+    /// reference peaks within the frequency tolerance of each half bin.
+    ref_near: PeaksNear,
+    /// Votes of the previous and the current half window; all zero outside
+    /// the range a half has voted into (restored after use).
     previous: Vec<u16>,
     current: Vec<u16>,
-    previous_box: Vec<u16>,
-    current_box: Vec<u16>,
-    /// Box sums of a whole window (previous + current half).
+    /// Box sums of a window (previous + current half) over the offsets it can
+    /// vote for, from its first one: the votes within the verification
+    /// tolerance of each offset.
     boxed: Vec<u16>,
     /// Maximum of `boxed` over each block of [`MAX_BLOCK`] offsets.
     block_max: Vec<u16>,
-    /// Partial sums of [`box_sums`].
-    sums: [Vec<u16>; 2],
+}
+
+/// For each half bin `f`, the frames of the reference peaks at `f − tol ..=
+/// f + tol` (tol = [`VERIFY_TOLERANCE_HALF_BINS`]) in one list, so a query
+/// peak's votes are one pass over one list.
+#[derive(Default)]
+struct PeaksNear {
+    starts: Vec<usize>,
+    frames: Vec<u32>,
+}
+
+impl PeaksNear {
+    fn fill(&mut self, by_frequency: &PeaksByFrequency) {
+        self.starts.clear();
+        self.frames.clear();
+        self.starts.push(0);
+        for f in 0..HALF_BIN_VALUES as i32 {
+            for df in -VERIFY_TOLERANCE_HALF_BINS..=VERIFY_TOLERANCE_HALF_BINS {
+                self.frames.extend_from_slice(by_frequency.at(f + df));
+            }
+            self.starts.push(self.frames.len());
+        }
+    }
+
+    /// Reference frames within the frequency tolerance of `f` (unsorted).
+    fn at(&self, f: usize) -> &[u32] {
+        match (self.starts.get(f), self.starts.get(f + 1)) {
+            (Some(&from), Some(&to)) => &self.frames[from..to],
+            _ => &[],
+        }
+    }
 }
 
 /// Query half windows `[start, end)`: every window is two consecutive halves
@@ -144,15 +175,9 @@ impl DeepSearch {
             let Some(last_ref) = self.ref_peaks.iter().map(|p| p.t_frame).max() else {
                 continue;
             };
-            let reference = PeaksByFrequency::new(&self.ref_peaks);
+            self.ref_near.fill(&PeaksByFrequency::new(&self.ref_peaks));
             let len = base + last_ref as usize + 1 + VOTE_PAD;
-            for votes in [
-                &mut self.previous,
-                &mut self.current,
-                &mut self.previous_box,
-                &mut self.current_box,
-                &mut self.boxed,
-            ] {
+            for votes in [&mut self.previous, &mut self.current] {
                 if votes.len() < len {
                     votes.resize(len, 0);
                 }
@@ -164,49 +189,36 @@ impl DeepSearch {
                     base + last_ref as usize - h0 as usize,
                 )
             };
-            let tol = VERIFY_TOLERANCE_FRAMES as usize;
             for (k, &half) in halves.iter().enumerate() {
-                correlate(&query, &reference, half, base, &mut self.current);
-                // Box sums of this half's votes wherever they are not zero.
+                correlate(&query, &self.ref_near, half, base, &mut self.current);
                 let (c_lo, c_hi) = range(half);
-                box_sums(
-                    &self.current[c_lo - 2 * tol..=c_hi + 2 * tol],
-                    2 * tol + 1,
-                    &mut self.current_box[c_lo - tol..=c_hi + tol],
-                    &mut self.sums,
-                );
                 if k == 0 && halves.len() > 1 {
                     std::mem::swap(&mut self.previous, &mut self.current);
-                    std::mem::swap(&mut self.previous_box, &mut self.current_box);
                     continue;
                 }
-                // The window is the previous half (if any) and this one; box
-                // sums add up (the previous half's arrays are zero when there
-                // is none).
+                // The window is the previous half (if any) and this one (the
+                // previous half's votes are zero when there is none).
                 let (lo, hi, w0) = match k.checked_sub(1).map(|j| halves[j]) {
                     Some(before) => (c_lo, range(before).1, before.0),
                     None => (c_lo, c_hi, half.0),
                 };
-                for ((b, &p), &c) in self.boxed[lo..=hi]
-                    .iter_mut()
-                    .zip(&self.previous_box[lo..=hi])
-                    .zip(&self.current_box[lo..=hi])
-                {
-                    *b = p.saturating_add(c);
-                }
+                window_box_sums(
+                    &self.previous,
+                    &self.current,
+                    lo..=hi,
+                    &mut self.boxed,
+                    &mut self.block_max,
+                );
                 let best = self.best_offsets(lo, hi, min_votes);
                 // Restore the zeros: the previous half is done with; this one
                 // becomes the previous half (or is done with too, at the end).
                 if let Some(before) = k.checked_sub(1).map(|j| halves[j]) {
                     let (p_lo, p_hi) = range(before);
                     self.previous[p_lo..=p_hi].fill(0);
-                    self.previous_box[p_lo - tol..=p_hi + tol].fill(0);
                 }
                 std::mem::swap(&mut self.previous, &mut self.current);
-                std::mem::swap(&mut self.previous_box, &mut self.current_box);
                 if k + 1 == halves.len() {
                     self.previous[c_lo..=c_hi].fill(0);
-                    self.previous_box[c_lo - tol..=c_hi + tol].fill(0);
                 }
                 let w1 = half.1;
                 for (votes, o) in best {
@@ -233,19 +245,13 @@ impl DeepSearch {
     }
 
     /// The [`DEEP_OFFSETS_PER_WINDOW`] offsets in `[lo, hi]` of the window's
-    /// box sums with the most votes within the verification tolerance, well
+    /// box sums ([`window_box_sums`], computed for `lo..=hi`) with the most votes within the verification tolerance, well
     /// apart, that stand out from the votes at nearby wrong offsets (see
     /// [`DEEP_MIN_VOTE_EXCESS`]).
-    fn best_offsets(&mut self, lo: usize, hi: usize, min_votes: u32) -> Vec<(u32, usize)> {
-        let boxed = &self.boxed[lo..=hi];
-        // Block maxima (one vectorised pass): the top of a range is then read
-        // from them, and only blocks holding it are searched offset by offset.
-        self.block_max.clear();
-        self.block_max.extend(
-            boxed
-                .chunks(MAX_BLOCK)
-                .map(|c| c.iter().copied().max().unwrap_or(0)),
-        );
+    fn best_offsets(&self, lo: usize, hi: usize, min_votes: u32) -> Vec<(u32, usize)> {
+        let boxed = &self.boxed[..=hi - lo];
+        // The top of a range is read from the block maxima, and only blocks
+        // holding it are searched offset by offset.
         let block_max = &self.block_max;
         // Votes of the window at an offset (previous + current half).
         let centre = |i: usize| self.previous[lo + i].saturating_add(self.current[lo + i]);
@@ -332,40 +338,49 @@ fn range_top(
     top.map(|(c, at)| (max, c, at))
 }
 
-/// Box sums: `out[i]` is the saturating sum of `values[i..i + width]`, for
-/// every `i` of `out` (`values` holds `out.len() + width − 1` values). Sums
-/// of 1, 2, 4, … values are doubled in `sums` and the binary digits of
-/// `width` added up: log₂(width) vectorised passes instead of `width`.
-fn box_sums(values: &[u16], width: usize, out: &mut [u16], sums: &mut [Vec<u16>; 2]) {
-    debug_assert_eq!(values.len() + 1, out.len() + width);
-    out.fill(0);
-    let [span_sums, next] = sums;
-    span_sums.clear();
-    span_sums.extend_from_slice(values);
-    // `out[i]` = sum of `values[i..i + covered]`; `span_sums[i]` = sum of
-    // `values[i..i + span]`, valid for `i + span <= values.len()`.
-    let (mut covered, mut span, mut rest) = (0usize, 1usize, width);
-    loop {
-        if rest & 1 == 1 {
-            for (o, &v) in out.iter_mut().zip(&span_sums[covered..]) {
-                *o = o.saturating_add(v);
+/// Box sums of a window's votes for the offsets `offsets`: `boxed[i]` is
+/// the saturating sum of `previous + current` within ±[`VERIFY_TOLERANCE_FRAMES`]
+/// of offset `offsets.start() + i`, and `block_max[b]` the maximum of
+/// `boxed[b * MAX_BLOCK..][..MAX_BLOCK]`. One pass over both halves' votes,
+/// a block at a time in registers (both arrays must hold the tolerance
+/// around `offsets`).
+fn window_box_sums(
+    previous: &[u16],
+    current: &[u16],
+    offsets: std::ops::RangeInclusive<usize>,
+    boxed: &mut Vec<u16>,
+    block_max: &mut Vec<u16>,
+) {
+    const TOL: usize = VERIFY_TOLERANCE_FRAMES as usize;
+    let (lo, hi) = (*offsets.start(), *offsets.end());
+    boxed.clear();
+    block_max.clear();
+    if hi < lo {
+        return;
+    }
+    let mut start = lo;
+    while start <= hi {
+        let len = MAX_BLOCK.min(hi + 1 - start);
+        let from = start - TOL;
+        // Both halves' votes over the block and its tolerance margins.
+        let mut votes = [0u16; MAX_BLOCK + 2 * TOL];
+        for ((v, &p), &c) in votes
+            .iter_mut()
+            .zip(&previous[from..from + len + 2 * TOL])
+            .zip(&current[from..from + len + 2 * TOL])
+        {
+            *v = p.saturating_add(c);
+        }
+        let mut sums = [0u16; MAX_BLOCK];
+        for d in 0..=2 * TOL {
+            for (s, &v) in sums.iter_mut().zip(&votes[d..d + MAX_BLOCK]) {
+                *s = s.saturating_add(v);
             }
-            covered += span;
         }
-        rest >>= 1;
-        if rest == 0 {
-            break;
-        }
-        let valid = (values.len() + 1).saturating_sub(2 * span);
-        next.clear();
-        next.extend(
-            span_sums[..valid]
-                .iter()
-                .zip(&span_sums[span..])
-                .map(|(&a, &b)| a.saturating_add(b)),
-        );
-        std::mem::swap(span_sums, next);
-        span *= 2;
+        let sums = &sums[..len];
+        boxed.extend_from_slice(sums);
+        block_max.push(sums.iter().fold(0, |m, &s| m.max(s)));
+        start += len;
     }
 }
 
@@ -373,26 +388,24 @@ fn box_sums(values: &[u16], width: usize, out: &mut [u16], sums: &mut [Vec<u16>;
 /// within the frequency tolerance, added into `votes` at `offset + base`.
 fn correlate(
     query: &PeaksByFrequency,
-    reference: &PeaksByFrequency,
+    reference: &PeaksNear,
     (h0, h1): (u32, u32),
     base: usize,
     votes: &mut [u16],
 ) {
-    for f in 0..HALF_BIN_VALUES as i32 {
-        let tqs = query.at_within(f, h0, h1);
-        if tqs.is_empty() {
+    for f in 0..HALF_BIN_VALUES {
+        let tqs = query.at_within(f as i32, h0, h1);
+        let trs = reference.at(f);
+        if tqs.is_empty() || trs.is_empty() {
             continue;
         }
-        for df in -VERIFY_TOLERANCE_HALF_BINS..=VERIFY_TOLERANCE_HALF_BINS {
-            let trs = reference.at(f + df);
-            for &tq in tqs {
-                let Some(at) = votes.get_mut(base - tq as usize..) else {
-                    continue;
-                };
-                for &tr in trs {
-                    if let Some(v) = at.get_mut(tr as usize) {
-                        *v = v.saturating_add(1);
-                    }
+        for &tq in tqs {
+            let Some(at) = votes.get_mut(base - tq as usize..) else {
+                continue;
+            };
+            for &tr in trs {
+                if let Some(v) = at.get_mut(tr as usize) {
+                    *v = v.saturating_add(1);
                 }
             }
         }
@@ -552,22 +565,22 @@ mod tests {
         assert!(tiled.windows(2).all(|w| w[0].1 == w[1].0));
     }
 
-    /// A search whose current window holds `votes` (box sums computed).
+    /// A search whose current window holds `votes` (box sums computed for
+    /// every offset with the tolerance on both sides).
     fn search_with_votes(votes: Vec<u16>) -> DeepSearch {
         let len = votes.len();
-        let tol = VERIFY_TOLERANCE_FRAMES as usize;
         let mut search = DeepSearch {
             previous: vec![0; len],
-            boxed: vec![0; len],
+            current: votes,
             ..DeepSearch::default()
         };
-        box_sums(
-            &votes,
-            2 * tol + 1,
-            &mut search.boxed[tol..len - tol],
-            &mut search.sums,
+        window_box_sums(
+            &search.previous,
+            &search.current,
+            VOTE_PAD..=len - 1 - VOTE_PAD,
+            &mut search.boxed,
+            &mut search.block_max,
         );
-        search.current = votes;
         search
     }
 
@@ -576,7 +589,7 @@ mod tests {
         let len = 2000;
         let (lo, hi) = (VOTE_PAD, len - 1 - VOTE_PAD);
         // Evenly spread votes: the best offset is no better than its neighbours.
-        let mut search = search_with_votes(vec![3; len]);
+        let search = search_with_votes(vec![3; len]);
         assert!(search.best_offsets(lo, hi, 10).is_empty());
         // A spike at 1000 and a smaller one at 1500 stand out; 1001 is the
         // same hypothesis as 1000. Among the offsets whose tolerance covers
@@ -585,7 +598,7 @@ mod tests {
         votes[1000] += 40;
         votes[1001] += 30;
         votes[1500] += 30;
-        let mut search = search_with_votes(votes);
+        let search = search_with_votes(votes);
         let best = search.best_offsets(lo, hi, 10);
         assert_eq!(
             best.iter().map(|b| b.1).collect::<Vec<_>>(),
@@ -609,21 +622,32 @@ mod tests {
     }
 
     #[test]
-    fn box_sums_match_a_plain_sum_and_saturate() {
-        let mut sums = Default::default();
-        for (n, modulus) in [(1, 5), (50, 7), (333, 20_000)] {
-            let values = pseudo_random(n + 20, modulus, n as u64);
-            for width in 1..=17 {
-                let mut out = vec![9; n];
-                box_sums(&values[..n + width - 1], width, &mut out, &mut sums);
-                for (i, &o) in out.iter().enumerate() {
-                    let plain: u32 = values[i..i + width].iter().map(|&v| u32::from(v)).sum();
-                    assert_eq!(
-                        u32::from(o),
-                        plain.min(u32::from(u16::MAX)),
-                        "{n} {width} {i}"
-                    );
-                }
+    fn window_box_sums_match_a_plain_sum_and_saturate() {
+        let tol = VERIFY_TOLERANCE_FRAMES as usize;
+        let (mut boxed, mut block_max) = (Vec::new(), Vec::new());
+        for (n, modulus) in [(1, 5), (50, 7), (333, 20_000), (64, 3), (129, 40_000)] {
+            let previous = pseudo_random(n + 2 * tol, modulus, n as u64);
+            let current = pseudo_random(n + 2 * tol, modulus, n as u64 + 7);
+            for (lo, hi) in [
+                (tol, n + tol - 1),
+                (tol + n / 2, n + tol - 1),
+                (tol + 1, tol),
+            ] {
+                window_box_sums(&previous, &current, lo..=hi, &mut boxed, &mut block_max);
+                let plain: Vec<u16> = (lo..=hi)
+                    .map(|o| {
+                        let sum: u32 = (o - tol..=o + tol)
+                            .map(|i| u32::from(previous[i]) + u32::from(current[i]))
+                            .sum();
+                        sum.min(u32::from(u16::MAX)) as u16
+                    })
+                    .collect();
+                assert_eq!(boxed, plain, "{n} {lo}..={hi}");
+                let maxima: Vec<u16> = plain
+                    .chunks(MAX_BLOCK)
+                    .map(|c| c.iter().copied().max().unwrap_or(0))
+                    .collect();
+                assert_eq!(block_max, maxima, "{n} {lo}..={hi}");
             }
         }
     }
