@@ -301,10 +301,20 @@ pub fn identify_reports(
 ) -> Result<Vec<FileReport>> {
     let index = data.open_index()?;
     let limits = DecodeLimits::default();
-    Ok(files
-        .par_iter()
-        .map(|path| identify_one(&index, path, &limits, config))
-        .collect())
+    Ok(map_files(files, |path| {
+        identify_one(&index, path, &limits, config)
+    }))
+}
+
+/// Applies `f` to every file, in parallel, results in input order. A single
+/// file runs on the calling thread: there it decodes on one core while the
+/// other fingerprints (see [`engine::fingerprint_file`]), where a pool worker
+/// would do both in turn.
+fn map_files<T: Send>(files: &[PathBuf], f: impl Fn(&Path) -> T + Sync) -> Vec<T> {
+    match files {
+        [one] => vec![f(one)],
+        _ => files.par_iter().map(|path| f(path)).collect(),
+    }
 }
 
 fn identify_one(
@@ -348,20 +358,17 @@ pub fn screen(
     let registered = registry.as_ref().map(Registry::work_ids).transpose()?;
     let limits = DecodeLimits::default();
     let want_sha = screening.is_some_and(|s| s.submission_id.is_none());
-    let found: Vec<(FileReport, Option<String>)> = files
-        .par_iter()
-        .map(|path| {
-            let mut report = identify_one(&index, path, &limits, config);
-            let mut sha = None;
-            if want_sha && report.error.is_none() {
-                match engine::sha256_file(path) {
-                    Ok(hex) => sha = Some(format!("sha256:{hex}")),
-                    Err(err) => report.error = Some(err.to_string()),
-                }
+    let found: Vec<(FileReport, Option<String>)> = map_files(files, |path| {
+        let mut report = identify_one(&index, path, &limits, config);
+        let mut sha = None;
+        if want_sha && report.error.is_none() {
+            match engine::sha256_file(path) {
+                Ok(hex) => sha = Some(format!("sha256:{hex}")),
+                Err(err) => report.error = Some(err.to_string()),
             }
-            (report, sha)
-        })
-        .collect();
+        }
+        (report, sha)
+    });
     let mut screened = Vec::with_capacity(found.len());
     for (mut report, sha) in found {
         if let Some(ids) = &registered {
