@@ -134,15 +134,25 @@ struct Vote {
     offset: f64,
     /// Mean hits per pair of bins at that slope: what chance gives.
     mean_count: f64,
+    /// Offset bins of the histogram at that slope.
+    bins: usize,
     /// One hit in `stride` voted (counts are of the sample).
     stride: usize,
 }
 
 impl Vote {
-    /// A count that chance alone rarely reaches in any of the histogram's bins
-    /// (Poisson mean plus [`CHANCE_CEILING_SIGMAS`] spreads, plus a margin).
+    /// A count that chance alone rarely reaches in any bin of any slope of the
+    /// search: the Poisson count that all the (slope, offset) cells together
+    /// exceed with probability below [`CHANCE_CEILING_FALSE_ALARMS`], plus
+    /// [`CHANCE_CEILING_MARGIN`] for chance hits that cluster (music repeats
+    /// itself, so hits are not spread evenly).
     fn chance_ceiling(&self) -> f64 {
-        self.mean_count + CHANCE_CEILING_SIGMAS * self.mean_count.sqrt() + CHANCE_CEILING_MARGIN
+        let slopes = ((MAX_SPEED - MIN_SPEED) / SPEED_STEP).round() + 1.0;
+        let cells = self.bins as f64 * slopes;
+        poisson_quantile(
+            self.mean_count,
+            CHANCE_CEILING_FALSE_ALARMS / cells.max(1.0),
+        ) + CHANCE_CEILING_MARGIN
     }
 
     /// Hits of all the work's hits estimated to lie in the best bins.
@@ -151,9 +161,37 @@ impl Vote {
     }
 }
 
-/// Further alignments of a work must beat the chance ceiling of the vote.
-const CHANCE_CEILING_SIGMAS: f64 = 4.0;
-const CHANCE_CEILING_MARGIN: f64 = 4.0;
+/// Further alignments of a work must beat the chance ceiling of the vote: the
+/// expected number of chance cells above it, over the whole search, and a
+/// margin in hits.
+const CHANCE_CEILING_FALSE_ALARMS: f64 = 0.01;
+const CHANCE_CEILING_MARGIN: f64 = 2.0;
+
+/// The smallest count `k` with `P(X ≥ k) ≤ tail` for `X ~ Poisson(mean)`.
+///
+/// Terms are summed upward in log space from the mean; beyond the mode the
+/// tail is bounded by a geometric series, so the answer is never too low.
+fn poisson_quantile(mean: f64, tail: f64) -> f64 {
+    if mean.is_nan() || tail.is_nan() || mean <= 0.0 || tail <= 0.0 {
+        return 0.0;
+    }
+    let log_tail = tail.ln();
+    let log_mean = mean.ln();
+    // log P(X = k), starting at k = 0.
+    let mut log_pmf = -mean;
+    let mut k = 0.0_f64;
+    loop {
+        // For k + 1 > mean, P(X ≥ k) ≤ P(X = k) / (1 − mean / (k + 1)).
+        if k + 1.0 > mean {
+            let log_bound = log_pmf - (1.0 - mean / (k + 1.0)).ln();
+            if log_bound <= log_tail {
+                return k;
+            }
+        }
+        log_pmf += log_mean - (k + 1.0).ln();
+        k += 1.0;
+    }
+}
 
 /// Offset histogram for each candidate slope; returns (count, slope, offset) of the
 /// fullest pair of adjacent bins.
@@ -214,6 +252,7 @@ fn vote(hits: &[Hit], slopes: impl Iterator<Item = f64>, bin_frames: f64) -> Opt
                 slope,
                 offset: (f64::from(lo) + top_pair as f64 + 1.0) * bin_frames - bias,
                 mean_count: 2.0 * bins.len() as f64 / span as f64,
+                bins: span,
                 stride: 1,
             });
         }
@@ -308,6 +347,37 @@ mod tests {
             "intercept {}",
             best.intercept
         );
+    }
+
+    #[test]
+    fn poisson_quantile_bounds_the_tail() {
+        // P(X ≥ k) for X ~ Poisson(mean), summed directly.
+        let tail_from = |mean: f64, k: u32| -> f64 {
+            let mut pmf = (-mean).exp();
+            let mut below = 0.0;
+            for j in 0..k {
+                below += pmf;
+                pmf *= mean / f64::from(j + 1);
+            }
+            1.0 - below
+        };
+        for mean in [0.05, 0.5, 2.0, 10.0, 40.0] {
+            for tail in [1e-2, 1e-4, 1e-8] {
+                let k = poisson_quantile(mean, tail);
+                assert!(k >= mean.floor(), "mean {mean} tail {tail}: {k}");
+                let k = k as u32;
+                assert!(
+                    tail_from(mean, k) <= tail * 1.000_001,
+                    "mean {mean} tail {tail}: {k}"
+                );
+                // Not far above the exact quantile either.
+                assert!(
+                    tail_from(mean, k.saturating_sub(2)) > tail,
+                    "mean {mean} tail {tail}: {k}"
+                );
+            }
+        }
+        assert_eq!(poisson_quantile(0.0, 1e-3), 0.0);
     }
 
     #[test]
