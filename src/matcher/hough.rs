@@ -28,9 +28,16 @@ const MAX_ALIGNMENTS_PER_WORK: usize = 6;
 
 /// Finds the alignments of one work's hits, best first, until the best remaining
 /// alignment has fewer than `min_inliers` hits.
-pub(super) fn align_work(mut hits: Vec<Hit>, min_inliers: f64) -> Vec<Segment> {
+pub(super) fn align_work(hits: Vec<Hit>, min_inliers: f64) -> Vec<Segment> {
+    align_work_rounds(hits, min_inliers).0
+}
+
+/// [`align_work`], also returning how many alignments were taken (rounds whose
+/// line was accepted and removed).
+fn align_work_rounds(mut hits: Vec<Hit>, min_inliers: f64) -> (Vec<Segment>, usize) {
     let min_inliers = min_inliers.max(MIN_RAW_HITS as f64);
     let mut segments = Vec::new();
+    let mut taken = 0;
     for round in 0..MAX_ALIGNMENTS_PER_WORK {
         if (hits.len() as f64) < min_inliers {
             break;
@@ -62,9 +69,10 @@ pub(super) fn align_work(mut hits: Vec<Hit>, min_inliers: f64) -> Vec<Segment> {
             .filter(|h| (pitch_shift(h) - pitch).abs() <= PITCH_TOLERANCE_HALF_BINS)
             .collect();
         segments.extend(split_segments(&consistent, slope, offset));
+        taken += 1;
         hits = rest;
     }
-    segments
+    (segments, taken)
 }
 
 fn residual(h: &Hit, slope: f64, offset: f64) -> f64 {
@@ -378,6 +386,41 @@ mod tests {
             }
         }
         assert_eq!(poisson_quantile(0.0, 1e-3), 0.0);
+    }
+
+    #[test]
+    fn chance_alone_gets_one_round() {
+        // Hits spread at random over a long query and reference: the fullest
+        // (slope, offset) cell is chance, which the first round verifies and
+        // no further round may claim again.
+        let mut state = 0x2545_f491_u64;
+        let mut next = |below: u32| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 33) % u64::from(below)) as u32
+        };
+        let hits: Vec<Hit> = (0..20_000)
+            .map(|_| hit(next(25_000), next(25_000)))
+            .collect();
+        let (_, rounds) = align_work_rounds(hits, 5.0);
+        assert_eq!(rounds, 1, "alignments taken from chance alone");
+    }
+
+    #[test]
+    fn a_repeat_beats_the_chance_ceiling() {
+        // A work heard twice among chance hits: the second, weaker appearance
+        // still gets its round.
+        let mut hits: Vec<Hit> = (0..200).map(|i| hit(i * 5, i * 5 + 1_000)).collect();
+        hits.extend((0..40).map(|i| hit(3_000 + i * 5, i * 5 + 1_000)));
+        hits.extend((0..2_000u32).map(|i| hit((i * 7_919) % 20_000, (i * 104_729) % 20_000)));
+        hits.sort_unstable();
+        let (segments, rounds) = align_work_rounds(hits, 5.0);
+        assert_eq!(rounds, 2);
+        assert!(
+            segments.iter().any(|s| s.tq_start >= 3_000.0),
+            "{segments:?}"
+        );
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //! 4. **Split.** Inliers are split where the query has a gap longer than
 //!    [`MAX_GAP_S`], so a work used twice, or several works in one long mix, each get
 //!    their own time ranges. Inliers are removed and step 2 repeats for further
-//!    alignments of the same work while the best bin beats what chance piles into
-//!    a bin. Works with thousands of hits vote with a uniform sample.
+//!    alignments of the same work while the best bin beats what chance reaches
+//!    in any (speed, offset) cell of the search (a Poisson quantile over all the
+//!    cells). Works with thousands of hits vote with a uniform sample.
 //! 5. **Pairs.** Under louder music or heavy noise a work may keep only two or
 //!    three consistent triplets, too few for the Hough stage. Clusters of
 //!    [`PAIR_CLUSTER_HITS`] hits from distinct anchors agreeing on an unscaled
