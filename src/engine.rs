@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::decode::{self, AudioInfo, DecodeError, DecodeLimits};
-use crate::fingerprint::{Fingerprint, SAMPLE_RATE_HZ, Side, StreamingFingerprinter};
+use crate::fingerprint::{Fingerprint, Print, SAMPLE_RATE_HZ, Side, StreamingFingerprinter};
 use crate::index::segment::SegmentWork;
 use crate::index::{Index, IndexError, IndexWriter, NewWork};
-use crate::matcher::{self, Match, MatcherConfig};
+use crate::matcher::{self, HitGatherer, Match, MatcherConfig};
 
 /// Default data directory (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "earmark-data";
@@ -77,13 +77,44 @@ pub fn fingerprint_file(
     limits: &DecodeLimits,
     side: Side,
 ) -> Result<(Fingerprint, AudioInfo), EngineError> {
+    fingerprint_file_observed(path, limits, side, &mut |_| {})
+}
+
+/// Passes the prints made since the last call to `observe`, if there are any.
+struct PrintFeed<'o> {
+    observe: &'o mut dyn FnMut(&[Print]),
+    seen: usize,
+}
+
+impl PrintFeed<'_> {
+    fn feed(&mut self, prints: &[Print]) {
+        if let Some(new) = prints.get(self.seen..).filter(|new| !new.is_empty()) {
+            (self.observe)(new);
+            self.seen = prints.len();
+        }
+    }
+}
+
+/// [`fingerprint_file`] that hands each batch of prints to `observe` as soon
+/// as it is made (every print once, in the order of the returned
+/// fingerprint), while the rest of the file is still decoding.
+pub fn fingerprint_file_observed(
+    path: &Path,
+    limits: &DecodeLimits,
+    side: Side,
+    observe: &mut dyn FnMut(&[Print]),
+) -> Result<(Fingerprint, AudioInfo), EngineError> {
+    let mut feed = PrintFeed { observe, seen: 0 };
     if rayon::current_thread_index().is_some() {
         // On a pool worker (scan, service): items already run in parallel.
         let mut fingerprinter = StreamingFingerprinter::new(side);
         let info = decode::decode_file_stream(path, limits, SAMPLE_RATE_HZ, |block| {
-            fingerprinter.push(block)
+            fingerprinter.push(block);
+            feed.feed(fingerprinter.prints());
         })?;
-        return Ok((fingerprinter.finish(), info));
+        let fingerprint = fingerprinter.finish();
+        feed.feed(&fingerprint.prints);
+        return Ok((fingerprint, info));
     }
     // One file on a plain thread (the command line): decode on a second thread
     // while this one fingerprints what has arrived, so the two overlap on two
@@ -118,11 +149,14 @@ pub fn fingerprint_file(
                 fingerprinter.extend(&more);
             }
             fingerprinter.process_ready();
+            feed.feed(fingerprinter.prints());
         }
         let info = decoder
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-        Ok((fingerprinter.finish(), info))
+        let fingerprint = fingerprinter.finish();
+        feed.feed(&fingerprint.prints);
+        Ok((fingerprint, info))
     })
 }
 
@@ -253,10 +287,16 @@ pub fn identify_file(
     limits: &DecodeLimits,
     config: &MatcherConfig,
 ) -> Result<Identification, EngineError> {
-    let (fingerprint, info) = fingerprint_file(path, limits, Side::Query)?;
+    // The prints are looked up as they are made, while the rest of the file
+    // decodes: only the last block's lookups are left for the end.
+    let mut gatherer = HitGatherer::new(index);
+    let (fingerprint, info) =
+        fingerprint_file_observed(path, limits, Side::Query, &mut |prints| {
+            gatherer.add(prints)
+        })?;
     Ok(Identification {
         duration_s: info.duration_s,
-        matches: matcher::find_matches(index, &fingerprint, config),
+        matches: matcher::find_matches_gathered(index, &fingerprint, gatherer, config),
         info,
     })
 }
@@ -552,6 +592,43 @@ mod tests {
             metadata,
             consents: Vec::new(),
         }
+    }
+
+    #[test]
+    fn identify_looks_up_while_decoding_and_matches_as_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let limits = DecodeLimits::default();
+        let ids = [
+            "wesnoth-heroes-rite",
+            "wesnoth-northerners",
+            "fof-muldjord-armygeddon",
+        ];
+        let works: Vec<PreparedWork> = ids
+            .iter()
+            .map(|id| prepare_work(id, &clip(id), &limits).unwrap())
+            .collect();
+        commit_works(&data.index_writer().unwrap(), &works).unwrap();
+        let index = data.open_index().unwrap();
+        let config = MatcherConfig::default();
+        let mix =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("test-audio/submissions/mix-two-works.ogg");
+        let (fingerprint, _) = fingerprint_file(&mix, &limits, Side::Query).unwrap();
+        let after = matcher::find_matches(&index, &fingerprint, &config);
+        let found: Vec<&str> = after.iter().map(|m| m.work_id.as_str()).collect();
+        assert_eq!(found, ["wesnoth-northerners", "fof-muldjord-armygeddon"]);
+        // The pipelined path (this thread) and the pool-worker path (scan,
+        // service) both feed the lookups as they go.
+        let pipelined = identify_file(&index, &mix, &limits, &config).unwrap();
+        assert_eq!(pipelined.matches, after);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let on_worker = pool
+            .install(|| identify_file(&index, &mix, &limits, &config))
+            .unwrap();
+        assert_eq!(on_worker.matches, after);
     }
 
     #[test]

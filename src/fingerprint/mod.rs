@@ -328,7 +328,7 @@ fn fingerprint_block(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Deterministic "music-like" test signal: a melody of harmonic tones with

@@ -140,6 +140,12 @@ impl StreamingFingerprinter {
         }
     }
 
+    /// The prints made so far, in the order [`StreamingFingerprinter::finish`]
+    /// returns them: a consumer may look them up while the stream goes on.
+    pub fn prints(&self) -> &[super::Print] {
+        &self.done.prints
+    }
+
     /// Fingerprints the rest and returns the whole fingerprint.
     ///
     /// The rest is at most a batch of blocks. Called from a plain thread, with

@@ -77,117 +77,190 @@ fn sorted_by_hash(prints: &[Print]) -> Vec<Print> {
     sorted
 }
 
-/// Looks up the query's prints and groups the hits by work.
+/// Hash lookups of a query whose prints come in batches: a file's prints can
+/// be looked up block by block while the rest of it is still decoding, so
+/// little of the lookup is left once the last block is fingerprinted.
+/// Gathering in batches gives exactly the hits of one lookup of all the prints.
 ///
 /// Hits are gathered into one flat list and grouped by dense work slot with a
-/// counting sort into one buffer: a large catalog gives a few chance hits to
-/// very many works, and hashing each hit into a per-work vector was the
+/// counting sort into one buffer at the end: a large catalog gives a few chance
+/// hits to very many works, and hashing each hit into a per-work vector was the
 /// lookup's main cost.
-pub(super) fn gather_hits(index: &Index, prints: &[Print]) -> WorkHits {
-    let max_postings = stop_hash_postings(index);
-    // Grouped by hash (each distinct hash is looked up once, in index order).
-    // A print repeated in the query gives repeated hits, which the runs'
-    // deduplication below removes.
-    let sorted = sorted_by_hash(prints);
-    let mut hits_per_slot: Vec<u32> = vec![0; index.work_slot_count()];
-    let mut flat: Vec<(u32, Hit)> = Vec::new();
-    let mut postings = Vec::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let hash = sorted[i].hash;
-        let mut j = i;
-        while j < sorted.len() && sorted[j].hash == hash {
-            j += 1;
+pub struct HitGatherer<'a> {
+    index: &'a Index,
+    /// Longest posting list a hash may have to be used (stop hashes).
+    max_postings: usize,
+    hits_per_slot: Vec<u32>,
+    flat: Vec<(u32, Hit)>,
+    postings: Vec<(usize, crate::index::segment::Posting)>,
+}
+
+impl<'a> HitGatherer<'a> {
+    pub fn new(index: &'a Index) -> Self {
+        Self {
+            index,
+            max_postings: stop_hash_postings(index),
+            hits_per_slot: vec![0; index.work_slot_count()],
+            flat: Vec::new(),
+            postings: Vec::new(),
         }
-        postings.clear();
-        index.lookup(hash, |r, p| {
-            if postings.len() <= max_postings {
-                postings.push((index.work_slot(r), p));
+    }
+
+    /// Looks up a batch of the query's prints.
+    pub fn add(&mut self, prints: &[Print]) {
+        let index = self.index;
+        let max_postings = self.max_postings;
+        // Grouped by hash (each distinct hash of the batch is looked up once,
+        // in index order). A print repeated in the query gives repeated hits,
+        // which the runs' deduplication in `finish` removes.
+        let sorted = sorted_by_hash(prints);
+        let postings = &mut self.postings;
+        let mut i = 0;
+        while i < sorted.len() {
+            let hash = sorted[i].hash;
+            let mut j = i;
+            while j < sorted.len() && sorted[j].hash == hash {
+                j += 1;
             }
-        });
-        if postings.len() > max_postings {
-            i = j;
-            continue;
-        }
-        for q in &sorted[i..j] {
-            for &(slot, p) in &postings {
-                if (i32::from(q.f_half_bins) - i32::from(p.f_half_bins)).abs()
-                    > MAX_PITCH_SHIFT_HALF_BINS
-                {
-                    continue;
+            postings.clear();
+            index.lookup(hash, |r, p| {
+                if postings.len() <= max_postings {
+                    postings.push((index.work_slot(r), p));
                 }
-                let Some(count) = hits_per_slot.get_mut(slot) else {
-                    continue;
-                };
-                *count += 1;
-                flat.push((
-                    slot as u32,
-                    Hit {
-                        tq: q.t_frame,
-                        tr: p.t_frame,
-                        fq: q.f_half_bins,
-                        fr: p.f_half_bins,
-                    },
-                ));
+            });
+            if postings.len() > max_postings {
+                i = j;
+                continue;
+            }
+            for q in &sorted[i..j] {
+                for &(slot, p) in postings.iter() {
+                    if (i32::from(q.f_half_bins) - i32::from(p.f_half_bins)).abs()
+                        > MAX_PITCH_SHIFT_HALF_BINS
+                    {
+                        continue;
+                    }
+                    let Some(count) = self.hits_per_slot.get_mut(slot) else {
+                        continue;
+                    };
+                    *count += 1;
+                    self.flat.push((
+                        slot as u32,
+                        Hit {
+                            tq: q.t_frame,
+                            tr: p.t_frame,
+                            fq: q.f_half_bins,
+                            fr: p.f_half_bins,
+                        },
+                    ));
+                }
+            }
+            i = j;
+        }
+    }
+
+    /// The hits grouped by work.
+    pub(super) fn finish(self) -> WorkHits {
+        let Self {
+            index,
+            mut hits_per_slot,
+            flat,
+            ..
+        } = self;
+        // Works with enough hits get a run; `hits_per_slot` becomes the next free
+        // position of the slot's run plus one (0: the slot's hits are dropped).
+        let mut runs: Vec<(WorkRef, std::ops::Range<usize>)> = Vec::new();
+        let mut next = 0usize;
+        for (slot, count) in hits_per_slot.iter_mut().enumerate() {
+            let n = *count as usize;
+            match index.work_ref_of_slot(slot) {
+                Some(r) if n >= PAIR_CLUSTER_HITS => {
+                    runs.push((r, next..next + n));
+                    *count = next as u32 + 1;
+                    next += n;
+                }
+                _ => *count = 0,
             }
         }
-        i = j;
-    }
-    // Works with enough hits get a run; `hits_per_slot` becomes the next free
-    // position of the slot's run plus one (0: the slot's hits are dropped).
-    let mut runs: Vec<(WorkRef, std::ops::Range<usize>)> = Vec::new();
-    let mut next = 0usize;
-    for (slot, count) in hits_per_slot.iter_mut().enumerate() {
-        let n = *count as usize;
-        match index.work_ref_of_slot(slot) {
-            Some(r) if n >= PAIR_CLUSTER_HITS => {
-                runs.push((r, next..next + n));
-                *count = next as u32 + 1;
-                next += n;
-            }
-            _ => *count = 0,
-        }
-    }
-    let mut hits = vec![
-        Hit {
-            tq: 0,
-            tr: 0,
-            fq: 0,
-            fr: 0
-        };
-        next
-    ];
-    for (slot, hit) in flat {
-        let cursor = &mut hits_per_slot[slot as usize];
-        if let Some(at) = (*cursor as usize).checked_sub(1) {
-            hits[at] = hit;
-            *cursor += 1;
-        }
-    }
-    // Sort and deduplicate each run in place, closing the gaps.
-    let mut write = 0;
-    for (_, run) in &mut runs {
-        let group = &mut hits[run.clone()];
-        group.sort_unstable();
-        let mut kept = 0;
-        for k in 0..group.len() {
-            if kept == 0 || (group[k].tq, group[k].tr) != (group[kept - 1].tq, group[kept - 1].tr) {
-                group[kept] = group[k];
-                kept += 1;
+        let mut hits = vec![
+            Hit {
+                tq: 0,
+                tr: 0,
+                fq: 0,
+                fr: 0
+            };
+            next
+        ];
+        for (slot, hit) in flat {
+            let cursor = &mut hits_per_slot[slot as usize];
+            if let Some(at) = (*cursor as usize).checked_sub(1) {
+                hits[at] = hit;
+                *cursor += 1;
             }
         }
-        hits.copy_within(run.start..run.start + kept, write);
-        *run = write..write + kept;
-        write += kept;
+        // Sort and deduplicate each run in place, closing the gaps.
+        let mut write = 0;
+        for (_, run) in &mut runs {
+            let group = &mut hits[run.clone()];
+            group.sort_unstable();
+            let mut kept = 0;
+            for k in 0..group.len() {
+                if kept == 0
+                    || (group[k].tq, group[k].tr) != (group[kept - 1].tq, group[kept - 1].tr)
+                {
+                    group[kept] = group[k];
+                    kept += 1;
+                }
+            }
+            hits.copy_within(run.start..run.start + kept, write);
+            *run = write..write + kept;
+            write += kept;
+        }
+        hits.truncate(write);
+        runs.retain(|(_, run)| run.len() >= PAIR_CLUSTER_HITS);
+        WorkHits { hits, runs }
     }
-    hits.truncate(write);
-    runs.retain(|(_, run)| run.len() >= PAIR_CLUSTER_HITS);
-    WorkHits { hits, runs }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fingerprint::{Side, fingerprint_samples, tests::melody};
+    use crate::matcher::one_work_index;
+
+    #[test]
+    fn gathering_in_batches_gives_the_hits_of_one_lookup() {
+        let reference = fingerprint_samples(&melody(60.0, 11), Side::Reference);
+        let (_dir, index) = one_work_index("melody", 60.0, &reference.prints, &reference.peaks);
+        // The query: the same melody (every print hits) with its prints
+        // repeated, so runs of one hash straddle the batch boundaries.
+        let mut query = fingerprint_samples(&melody(30.0, 11), Side::Query).prints;
+        let repeated: Vec<Print> = query.iter().step_by(3).copied().collect();
+        query.extend(repeated);
+        let whole = {
+            let mut gatherer = HitGatherer::new(&index);
+            gatherer.add(&query);
+            gatherer.finish()
+        };
+        let whole_hits = whole.candidates();
+        assert_eq!(whole_hits.len(), 1, "the one work is a candidate");
+        assert!(
+            whole_hits[0].1.len() > 100,
+            "{} hits",
+            whole_hits[0].1.len()
+        );
+        for batch in [1, 7, 500, query.len() - 1] {
+            let mut gatherer = HitGatherer::new(&index);
+            gatherer.add(&[]);
+            for chunk in query.chunks(batch) {
+                gatherer.add(chunk);
+            }
+            assert_eq!(
+                gatherer.finish().candidates(),
+                whole_hits,
+                "batches of {batch}"
+            );
+        }
+    }
 
     #[test]
     fn radix_sort_orders_prints_by_hash_stably() {

@@ -4,7 +4,9 @@
 //!    a hit `(t_query, t_ref, f_query, f_ref)` grouped by work. Stop hashes — posting
 //!    lists far longer than the index's mean ([`STOP_HASH_MEAN_MULTIPLE`]) — are
 //!    skipped: music makes some triplet shapes very common, and they bring most of
-//!    the chance hits for little evidence.
+//!    the chance hits for little evidence. [`HitGatherer`] takes the prints in
+//!    batches, so `engine::identify_file` looks up each block's prints while
+//!    the rest of the file is still decoding ([`find_matches_gathered`]).
 //! 2. **Vote.** For each work with enough raw hits, a Hough transform over the time
 //!    map `t_ref = s · t_query + o` tries every speed factor `s` on a fine grid
 //!    ([`MIN_SPEED`]..[`MAX_SPEED`]) and histograms the offsets `o`. The best bin is a
@@ -72,13 +74,13 @@ mod verify;
 
 use serde::{Deserialize, Serialize};
 
+pub use hits::HitGatherer;
 pub use hough::{MAX_GAP_S, MAX_SPEED, MIN_SPEED};
 pub use verify::PeakEvidence;
 
 use crate::fingerprint::{FRAMES_PER_SECOND, Fingerprint};
 use crate::index::{Index, WorkRef};
 use crate::spectrogram::BINS_PER_OCTAVE;
-use hits::gather_hits;
 use hough::align_work;
 use pairs::pair_hypotheses;
 use verify::{PeakCheck, VerifyScratch};
@@ -179,7 +181,21 @@ struct Hit {
 
 /// Finds every work of `index` inside `query` (sorted by query start).
 pub fn find_matches(index: &Index, query: &Fingerprint, config: &MatcherConfig) -> Vec<Match> {
-    let work_hits = gather_hits(index, &query.prints);
+    let mut gatherer = HitGatherer::new(index);
+    gatherer.add(&query.prints);
+    find_matches_gathered(index, query, gatherer, config)
+}
+
+/// [`find_matches`] when the query's prints have already been looked up, as
+/// they were fingerprinted, into `gatherer` (which must hold exactly
+/// `query.prints`, and have been made for `index`).
+pub fn find_matches_gathered(
+    index: &Index,
+    query: &Fingerprint,
+    gatherer: HitGatherer<'_>,
+    config: &MatcherConfig,
+) -> Vec<Match> {
+    let work_hits = gatherer.finish();
     let mut candidates = work_hits.candidates();
     candidates.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
     tracing::debug!(
