@@ -35,6 +35,10 @@
 //! * [`registry`] and [`policy`] turn matches into consent verdicts with evidence.
 //!
 //! Core modules are synchronous and know nothing of async runtimes.
+//!
+//! Module docs describe the design down to its private constants and stages;
+//! read them with `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod cli;
 pub mod decode;

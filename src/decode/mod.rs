@@ -69,7 +69,7 @@ pub struct AudioInfo {
     pub bad_packets: usize,
 }
 
-/// A whole decoded input (use [`decode_stream`] for long inputs).
+/// A whole decoded input (use [`decode_file_stream`] for long inputs).
 #[derive(Debug, Clone)]
 pub struct DecodedAudio {
     pub samples: Vec<f32>,

@@ -394,7 +394,9 @@ fn peak_near(
     peak_near_from(peaks, consumed, &mut None, t_frame, f_half_bins)
 }
 
-/// [`peak_near`] for a run of lookups with non-decreasing `t_frame`: `cursor`
+/// Index of a peak of `peaks` (sorted by frame) not marked in `consumed`
+/// within the verification tolerance of (`t_frame`, `f_half_bins`), for a
+/// run of lookups with non-decreasing `t_frame`: `cursor`
 /// keeps the search position (binary search on the first call, then forward).
 fn peak_near_from(
     peaks: &[PeakPoint],
