@@ -140,7 +140,8 @@ struct Vote {
     slope: f64,
     /// Offset (frames) at the boundary between the two bins.
     offset: f64,
-    /// Mean hits per pair of bins at that slope: what chance gives.
+    /// Mean hits per pair of bins at that slope outside the fullest pair:
+    /// what chance gives.
     mean_count: f64,
     /// Offset bins of the histogram at that slope.
     bins: usize,
@@ -259,7 +260,11 @@ fn vote(hits: &[Hit], slopes: impl Iterator<Item = f64>, bin_frames: f64) -> Opt
                 count: top_count,
                 slope,
                 offset: (f64::from(lo) + top_pair as f64 + 1.0) * bin_frames - bias,
-                mean_count: 2.0 * bins.len() as f64 / span as f64,
+                // Chance is what lies outside the line being tested: its own
+                // hits would raise the ceiling it has to beat (a clean second
+                // appearance with no chance hits around could never pass).
+                mean_count: 2.0 * bins.len().saturating_sub(top_count as usize) as f64
+                    / span as f64,
                 bins: span,
                 stride: 1,
             });
@@ -417,6 +422,22 @@ mod tests {
         hits.sort_unstable();
         let (segments, rounds) = align_work_rounds(hits, 5.0);
         assert_eq!(rounds, 2);
+        assert!(
+            segments.iter().any(|s| s.tq_start >= 3_000.0),
+            "{segments:?}"
+        );
+    }
+
+    #[test]
+    fn a_clean_repeat_is_not_held_to_its_own_hits() {
+        // A work heard twice in a clean query: once at length, then briefly,
+        // with no chance hits at all. The second line's own hits are not
+        // chance and must not raise the ceiling it has to beat.
+        let mut hits: Vec<Hit> = (0..200).map(|i| hit(i * 5, i * 5 + 1_000)).collect();
+        hits.extend((0..12).map(|i| hit(3_000 + i * 5, i * 5 + 1_000)));
+        hits.sort_unstable();
+        let (segments, rounds) = align_work_rounds(hits, 5.0);
+        assert_eq!(rounds, 2, "{segments:?}");
         assert!(
             segments.iter().any(|s| s.tq_start >= 3_000.0),
             "{segments:?}"
