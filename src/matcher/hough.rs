@@ -412,29 +412,13 @@ mod tests {
         assert_eq!(rounds, 1, "alignments taken from chance alone");
     }
 
-    #[test]
-    fn a_repeat_beats_the_chance_ceiling() {
-        // A work heard twice among chance hits: the second, weaker appearance
-        // still gets its round.
+    /// A work heard at length (200 hits from query frame 0), then again with
+    /// `repeat_hits` hits from frame 3 000, among `chance_hits` chance hits:
+    /// the alignment rounds must take both appearances.
+    fn assert_both_appearances_taken(repeat_hits: u32, chance_hits: u32) {
         let mut hits: Vec<Hit> = (0..200).map(|i| hit(i * 5, i * 5 + 1_000)).collect();
-        hits.extend((0..40).map(|i| hit(3_000 + i * 5, i * 5 + 1_000)));
-        hits.extend((0..2_000u32).map(|i| hit((i * 7_919) % 20_000, (i * 104_729) % 20_000)));
-        hits.sort_unstable();
-        let (segments, rounds) = align_work_rounds(hits, 5.0);
-        assert_eq!(rounds, 2);
-        assert!(
-            segments.iter().any(|s| s.tq_start >= 3_000.0),
-            "{segments:?}"
-        );
-    }
-
-    #[test]
-    fn a_clean_repeat_is_not_held_to_its_own_hits() {
-        // A work heard twice in a clean query: once at length, then briefly,
-        // with no chance hits at all. The second line's own hits are not
-        // chance and must not raise the ceiling it has to beat.
-        let mut hits: Vec<Hit> = (0..200).map(|i| hit(i * 5, i * 5 + 1_000)).collect();
-        hits.extend((0..12).map(|i| hit(3_000 + i * 5, i * 5 + 1_000)));
+        hits.extend((0..repeat_hits).map(|i| hit(3_000 + i * 5, i * 5 + 1_000)));
+        hits.extend((0..chance_hits).map(|i| hit((i * 7_919) % 20_000, (i * 104_729) % 20_000)));
         hits.sort_unstable();
         let (segments, rounds) = align_work_rounds(hits, 5.0);
         assert_eq!(rounds, 2, "{segments:?}");
@@ -442,6 +426,19 @@ mod tests {
             segments.iter().any(|s| s.tq_start >= 3_000.0),
             "{segments:?}"
         );
+    }
+
+    #[test]
+    fn a_repeat_beats_the_chance_ceiling() {
+        // The second, weaker appearance among chance hits still gets its round.
+        assert_both_appearances_taken(40, 2_000);
+    }
+
+    #[test]
+    fn a_clean_repeat_is_not_held_to_its_own_hits() {
+        // A brief second appearance with no chance hits at all: the line's own
+        // hits are not chance and must not raise the ceiling it has to beat.
+        assert_both_appearances_taken(12, 0);
     }
 
     #[test]
