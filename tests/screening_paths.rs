@@ -135,7 +135,7 @@ fn from_response(r: &pb::ScreenResponse) -> Outcome {
 }
 
 async fn screen_audio(data: &DataDir) -> Outcome {
-    let server = start(config(data)).await;
+    let server = start(open_config(data)).await;
     let mut client = screening(&server, None).await;
     let r = screen(&mut client, CLIP).await.expect("Screen");
     server.shutdown().await;
@@ -143,7 +143,7 @@ async fn screen_audio(data: &DataDir) -> Outcome {
 }
 
 async fn screen_prints(data: &DataDir) -> Outcome {
-    let server = start(config(data)).await;
+    let server = start(open_config(data)).await;
     let mut client = screening(&server, None).await;
     let fp = FingerprintFile::from_audio(&audio(CLIP), &Default::default()).expect("prints");
     let r = client
@@ -156,7 +156,7 @@ async fn screen_prints(data: &DataDir) -> Outcome {
 }
 
 async fn scan_remote(data: &DataDir, dir: &Path) -> Outcome {
-    let server = start(config(data)).await;
+    let server = start(open_config(data)).await;
     let url = url(&server);
     // The client's own data directory is empty: the server decides.
     let client_data = DataDir::new(dir.join("client-data"));
@@ -167,6 +167,13 @@ async fn scan_remote(data: &DataDir, dir: &Path) -> Outcome {
             .expect("scan thread");
     server.shutdown().await;
     outcome
+}
+
+/// A test server without API keys (the scan CLI is then given none).
+fn open_config(data: &DataDir) -> earmark::service::ServerConfig {
+    let mut c = config(data);
+    insecure(&mut c);
+    c
 }
 
 fn seeded(root: &Path, name: &str) -> DataDir {
@@ -242,7 +249,7 @@ async fn a_dry_run_records_nothing_on_any_path() {
     std::fs::create_dir_all(&dir).expect("dir");
     assert_eq!(identify(&data, &["--no-ledger"]).verdict, "allow");
     assert_eq!(scan(&data, &dir, &["--no-ledger"]).verdict, "allow");
-    let server = start(config(&data)).await;
+    let server = start(open_config(&data)).await;
     let url = url(&server);
     let (client_data, dir2) = (DataDir::new(tmp.path().join("client")), dir.clone());
     let remote = tokio::task::spawn_blocking(move || {
