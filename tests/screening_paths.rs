@@ -138,7 +138,7 @@ async fn screen_audio(data: &DataDir) -> Outcome {
     let server = start(open_config(data)).await;
     let mut client = screening(&server, None).await;
     let r = screen(&mut client, CLIP).await.expect("Screen");
-    server.shutdown().await;
+    server.shutdown().await.expect("shutdown");
     from_response(&r)
 }
 
@@ -151,7 +151,7 @@ async fn screen_prints(data: &DataDir) -> Outcome {
         .await
         .expect("ScreenFingerprints")
         .into_inner();
-    server.shutdown().await;
+    server.shutdown().await.expect("shutdown");
     from_response(&r)
 }
 
@@ -165,7 +165,7 @@ async fn scan_remote(data: &DataDir, dir: &Path) -> Outcome {
         tokio::task::spawn_blocking(move || scan(&client_data, &dir, &["--remote", url.as_str()]))
             .await
             .expect("scan thread");
-    server.shutdown().await;
+    server.shutdown().await.expect("shutdown");
     outcome
 }
 
@@ -272,6 +272,6 @@ async fn a_dry_run_records_nothing_on_any_path() {
         (decision(&r), r.new_ledger_entries),
         (pb::Decision::Allow, 0)
     );
-    server.shutdown().await;
+    server.shutdown().await.expect("shutdown");
     assert!(ledger_rows(&data).is_empty());
 }

@@ -42,7 +42,10 @@ async fn verdicts_on_real_clips_and_fingerprints() {
     let json: serde_json::Value = serde_json::from_str(&r.verdict_json).unwrap();
     assert_eq!(json["decision"], "block");
     assert_eq!(json["evidence"][0]["work_id"], HEROES);
-    assert_eq!(r.verdict.as_ref().unwrap().submission_id, audio.sha256);
+    assert_eq!(
+        r.verdict.as_ref().unwrap().submission_id,
+        format!("sha256:{}", audio.sha256)
+    );
     assert!(!r.request_id.is_empty());
 
     // Allow with an attribution: an opted-in work, pitched up.

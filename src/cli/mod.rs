@@ -1,5 +1,7 @@
 //! Command-line interface (the edge: `anyhow` for errors, exit codes decided here).
 
+mod bench;
+mod conn;
 mod demo;
 mod eval;
 pub mod registry_cmds;
@@ -93,7 +95,7 @@ pub enum Command {
     Fingerprint(serve::FingerprintArgs),
     /// Benchmarks.
     #[command(subcommand)]
-    Bench(remote::BenchCmd),
+    Bench(bench::BenchCmd),
 }
 
 #[derive(Debug, Args)]
@@ -295,7 +297,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Scan(args) => scan::run(&data, &args),
         Command::Serve(args) => serve::run_serve(&data, &args),
         Command::Fingerprint(args) => serve::run_fingerprint(&args),
-        Command::Bench(cmd) => remote::run_bench(&cmd),
+        Command::Bench(cmd) => bench::run_bench(&cmd),
     }
 }
 

@@ -17,7 +17,7 @@ use super::Registry;
 use super::error::{DbContext, RegistryError, Result, invalid};
 use super::ids::{Isni, Isrc, Iswc, WorkId};
 use super::model::{Scope, from_db_time, to_db_time};
-use super::works::{require_reg_no, required_text};
+use super::rows::{require_reg_no, required_text};
 
 /// Milliseconds per second, for rounding exported durations.
 const MS_PER_S: f64 = 1000.0;

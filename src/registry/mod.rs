@@ -28,6 +28,7 @@ pub mod ids;
 pub mod keys;
 pub mod ledger;
 pub mod model;
+mod rows;
 pub mod schema;
 mod works;
 
