@@ -10,7 +10,7 @@
 //!                                                                                          │
 //!   registry (works, consent, audit) ◀─ policy ◀─ matches (work, score, time ranges) ◀─ matcher ◀─ index
 //!                                        │
-//!                                     verdict + evidence ─▶ report / CLI / gRPC / attribution ledger
+//!                          screening: verdict + evidence ─▶ report / CLI / gRPC / attribution ledger
 //! ```
 //!
 //! * [`decode`] probes any supported container by content (symphonia), down-mixes to
@@ -30,11 +30,19 @@
 //!   map of each cluster and splits it into contiguous query ranges, so one submission
 //!   can report several works at several places; each candidate alignment is then
 //!   verified on the reference's stored spectral peaks and scored against chance.
-//! * [`engine`] ties the pieces together for the CLI (and the service): open a data
-//!   directory, register works, identify files.
-//! * [`registry`] and [`policy`] turn matches into consent verdicts with evidence.
+//! * [`registry`] holds works, consent records, the audit chain and the
+//!   attribution ledger; [`policy`] turns matches into consent verdicts with
+//!   evidence.
+//! * [`screening`] is the one use case every entry point calls: match →
+//!   verdict → ledger record, with one rule for submission ids.
+//! * [`registration`] registers works (index and registry kept consistent);
+//!   [`data_dir`], [`content`], [`error`] and [`proto`] are shared plumbing.
 //!
-//! Core modules are synchronous and know nothing of async runtimes.
+//! The edges adapt, behind cargo features that are on by default: `cli`
+//! (the `earmark` binary), `scan` (corpus scans), `grpc` (the service and its
+//! client). The core builds without them (`--no-default-features`), is
+//! synchronous and knows nothing of async runtimes; the edges never import one
+//! another. See `docs/architecture.md`.
 //!
 //! Module docs describe the design down to its private constants and stages;
 //! read them with `cargo doc --document-private-items`.

@@ -104,6 +104,8 @@ pub struct IdentifyArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub remote: conn::RemoteArgs,
+    #[command(flatten)]
     pub thresholds: Thresholds,
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -459,6 +461,18 @@ fn json_line(s: &Screened, with_verdict: bool) -> Result<String> {
 
 fn run_identify(data: &DataDir, args: &IdentifyArgs) -> Result<u8> {
     let screening = args.policy.screening(args.files.len())?;
+    if args.remote.remote.is_some() {
+        let Some(s) = &screening else {
+            bail!("--remote screens for a purpose: give --purpose");
+        };
+        return remote::run_identify_remote(
+            &args.remote,
+            &args.files,
+            s.purpose,
+            !s.record_attributions,
+            args.json,
+        );
+    }
     let results = screen(
         data,
         &args.files,

@@ -34,6 +34,7 @@ pub fn run_identify_remote(
     remote: &RemoteArgs,
     files: &[PathBuf],
     purpose: Scope,
+    no_ledger: bool,
     json: bool,
 ) -> Result<u8> {
     let Some(url) = remote.remote.as_deref() else {
@@ -48,11 +49,17 @@ pub fn run_identify_remote(
         let (mut errors, mut found) = (0usize, false);
         for path in files {
             let result = match load_fingerprint(path) {
-                Ok(fp) => client
-                    .screen_fingerprints(tokio_stream::iter(fp.requests(purpose, "")))
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message())),
+                Ok(mut fp) => {
+                    fp.header
+                        .submission
+                        .get_or_insert_with(Default::default)
+                        .no_ledger = no_ledger;
+                    client
+                        .screen_fingerprints(tokio_stream::iter(fp.requests(purpose, "")))
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))
+                }
                 Err(e) => Err(e),
             };
             match result {

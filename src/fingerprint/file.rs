@@ -4,8 +4,10 @@
 //! Layout: the magic line [`MAGIC`], then a length-delimited protobuf
 //! `earmark.v1.FingerprintHeader`, then one length-delimited
 //! `earmark.v1.PrintBatch` holding every print, then one length-delimited
-//! `earmark.v1.PeakBatch` holding every peak. The header's submission id is the
-//! SHA-256 of the audio file; the purpose is chosen when screening.
+//! `earmark.v1.PeakBatch` holding every peak. The header's submission id is
+//! `sha256:<hex>` of the audio file (the one rule of
+//! [`SubmissionId`](crate::screening::SubmissionId)); the purpose is chosen when
+//! screening.
 
 use std::path::{Path, PathBuf};
 
@@ -62,7 +64,9 @@ impl FingerprintFile {
         Ok(Self {
             header: pb::FingerprintHeader {
                 submission: Some(pb::SubmissionMetadata {
-                    submission_id: sha256,
+                    submission_id: crate::screening::SubmissionId::from_sha256(&sha256)
+                        .map(String::from)
+                        .unwrap_or(sha256),
                     file_name: name,
                     ..pb::SubmissionMetadata::default()
                 }),
