@@ -356,7 +356,10 @@ mod tests {
         let err = prepare_work("silence", &path, &DecodeLimits::default()).unwrap_err();
         assert!(matches!(err, EngineError::Silent { .. }), "{err:?}");
         let text = err.to_string();
-        assert!(text.contains("silent") && text.contains("10.00 s"), "{text}");
+        assert!(
+            text.contains("silent") && text.contains("10.00 s"),
+            "{text}"
+        );
         std::fs::write(&path, silent_wav(0)).unwrap();
         let short = prepare_work("silence", &path, &DecodeLimits::default());
         assert!(!matches!(short, Err(EngineError::Silent { .. }) | Ok(_)));
