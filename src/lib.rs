@@ -33,6 +33,8 @@
 //! * [`engine`] ties the pieces together for the CLI (and the service): open a data
 //!   directory, register works, identify files.
 //! * [`registry`] and [`policy`] turn matches into consent verdicts with evidence.
+//! * [`html`] renders scan report rows and the run summary as one self-contained
+//!   HTML page (totals, works, a filterable item table with per-item timelines).
 //!
 //! Core modules are synchronous and know nothing of async runtimes.
 //!
@@ -44,6 +46,7 @@ pub mod cli;
 pub mod decode;
 pub mod engine;
 pub mod fingerprint;
+pub mod html;
 pub mod index;
 pub mod matcher;
 pub mod policy;
