@@ -2,6 +2,8 @@
 //! escapes it; only the page's own CSS, script and the pre-escaped item JSON
 //! are inserted verbatim.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use sha2::Digest as _;
@@ -48,6 +50,32 @@ pub(super) fn content_security_policy() -> String {
         csp_hash(PAGE_CSS),
         csp_hash(PAGE_JS)
     )
+}
+
+/// Whether `c` is invisible or reorders text: controls, zero-width and
+/// bidirectional marks, line and paragraph separators, the byte-order mark.
+/// The same set as `INVISIBLE` in `page.js`.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{200b}'..='\u{200f}'
+        | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// `s` with every invisible character shown as `[U+XXXX]`, so a name reads
+/// as it is (maud escapes the result).
+pub(super) fn visible(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_invisible) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if is_invisible(c) {
+            out.push_str(&format!("[U+{:04X}]", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// `12,345`.
@@ -100,16 +128,16 @@ pub(super) fn page(view: &PageView, info: &PageInfo, items_json: &str) -> String
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="referrer" content="no-referrer";
                 link rel="icon" href="data:,";
-                title { "earmark report — " (info.title) }
+                title { "earmark report — " (visible(&info.title)) }
                 style { (PreEscaped(PAGE_CSS)) }
             }
             body {
                 a.skip href="#items" { "Skip to the items" }
                 header {
-                    h1 { "earmark report: " (info.title) }
+                    h1 { "earmark report: " (visible(&info.title)) }
                     p.meta {
                         @if let Some(s) = &subtitle { (s) " · " }
-                        "from " span.mono { (info.source) }
+                        "from " span.mono { (visible(&info.source)) }
                         " · page made " (fmt_time(info.generated_at))
                         " · earmark " (crate::ENGINE_VERSION)
                     }
@@ -174,7 +202,7 @@ fn totals(view: &PageView) -> Markup {
                     thead { tr { th scope="col" { "Item kind" } th scope="col" { "Items" } } }
                     tbody {
                         @for (kind, n) in &view.errors_by_kind {
-                            tr { th scope="row" { (kind) }
+                            tr { th scope="row" { (visible(kind)) }
                                 td.num data-error-kind=(kind) { (fmt_count(*n)) } }
                         }
                     }
@@ -254,7 +282,7 @@ fn run_facts(s: &ScanSummary) -> Markup {
             dt { "Inputs" } dd {
                 @for (i, input) in s.inputs.iter().enumerate() {
                     @if i > 0 { br; }
-                    span.mono { (input.path) } " (" (input.kind) ")"
+                    span.mono { (visible(&input.path)) } " (" (input.kind) ")"
                 }
             }
             dt { "Started – finished" } dd { (fmt_time(s.started_at)) " – " (fmt_time(s.finished_at)) }
@@ -315,9 +343,9 @@ fn works_table(heading: &str, id: &str, none: &str, works: &[WorkView]) -> Marku
                     tbody {
                         @for w in works {
                             tr {
-                                td data-label="Title" { (w.total.title.as_deref().unwrap_or("(untitled)")) }
-                                td.mono data-label="Work id" { (w.total.work_id) }
-                                td data-label="Holder" { (w.total.holder.as_deref().unwrap_or("(unknown)")) }
+                                td data-label="Title" { (visible(w.total.title.as_deref().unwrap_or("(untitled)"))) }
+                                td.mono data-label="Work id" { (visible(&w.total.work_id)) }
+                                td data-label="Holder" { (visible(w.total.holder.as_deref().unwrap_or("(unknown)"))) }
                                 td data-label="Consent" {
                                     (w.consent.iter().map(String::as_str).collect::<Vec<_>>().join(", "))
                                 }

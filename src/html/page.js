@@ -52,9 +52,18 @@
     return e;
   }
 
+  // Characters that are invisible or reorder text (controls, zero-width and
+  // bidirectional marks) are shown as [U+XXXX], so a name reads as it is.
+  var INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+  function visible(s) {
+    return String(s).replace(INVISIBLE, function (c) {
+      return '[U+' + c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0') + ']';
+    });
+  }
+
   function clock(s) {
     if (s === null || s === undefined || !isFinite(s)) return '–';
-    s = Math.max(0, s);
+    s = Math.round(Math.max(0, s) * 10) / 10;
     var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
     var ss = sec.toFixed(1);
     if (sec < 10) ss = '0' + ss;
@@ -67,7 +76,7 @@
 
   function workName(w) {
     var work = works[w];
-    return work[W_TITLE] ? work[W_TITLE] + ' (' + work[W_ID] + ')' : work[W_ID];
+    return visible(work[W_TITLE] ? work[W_TITLE] + ' (' + work[W_ID] + ')' : work[W_ID]);
   }
 
   function worksText(it) {
@@ -157,12 +166,12 @@
     v.appendChild(badge(it[I_VERDICT]));
     tr.appendChild(v);
     var path = cell('Item', 'path');
-    path.appendChild(el('span', 'mono item-name', it[I_ITEM]));
-    if (it[I_ERROR] !== null) path.appendChild(el('div', 'err', 'Not screened: ' + it[I_ERROR]));
+    path.appendChild(el('span', 'mono item-name', visible(it[I_ITEM])));
+    if (it[I_ERROR] !== null) path.appendChild(el('div', 'err', 'Not screened: ' + visible(it[I_ERROR])));
     tr.appendChild(path);
     tr.appendChild(cell('Works', 'works', worksText(it) || '–'));
     tr.appendChild(cell('Duration', 'num', clock(it[I_DUR])));
-    var src = text[it[I_SOURCE]] + (it[I_POS] === null ? '' : ' #' + it[I_POS]) + ' (' + text[it[I_KIND]] + ')';
+    var src = visible(text[it[I_SOURCE]]) + (it[I_POS] === null ? '' : ' #' + it[I_POS]) + ' (' + text[it[I_KIND]] + ')';
     tr.appendChild(cell('Source', 'mono small', src));
     var td = cell('Details');
     var b = el('button', 'toggle', it[I_MATCHES].length ? 'Timeline' : 'Details');
@@ -218,13 +227,13 @@
     if (whole) length = Math.max(length, it[I_DUR]);
     if (!(length > 0)) length = 1;
     var wrap = el('div', 'tl');
-    wrap.appendChild(el('p', 'tl-head', (member === null ? 'Submission' : 'Member ' + text[member]) +
+    wrap.appendChild(el('p', 'tl-head', (member === null ? 'Submission' : 'Member ' + visible(text[member])) +
       ', 0:00–' + clock(length) + (whole ? '' : ' (to the end of the last match)')));
     var bar = el('div', 'tl-bar');
     var placed = lanes(group.map(function (g) { return g.m; }));
     bar.style.height = (placed.count * LANE_REM + 0.3) + 'rem';
     bar.setAttribute('role', 'img');
-    bar.setAttribute('aria-label', 'Timeline of ' + (member === null ? 'the submission' : 'member ' + text[member]) +
+    bar.setAttribute('aria-label', 'Timeline of ' + (member === null ? 'the submission' : 'member ' + visible(text[member])) +
       ', 0:00 to ' + clock(length) + '; ' + group.map(function (g) { return describe(g.m, g.n); }).join('; '));
     group.forEach(function (g, k) {
       var m = g.m;
@@ -253,17 +262,17 @@
     li.setAttribute('data-outcome', VERDICTS[m[M_OUTCOME]]);
     var head = el('div', 'm-title');
     head.appendChild(badge(m[M_OUTCOME]));
-    head.appendChild(document.createTextNode(' ' + n + '. ' + (work[W_TITLE] || '(untitled)') + ' '));
-    head.appendChild(el('span', 'mono', work[W_ID]));
+    head.appendChild(document.createTextNode(' ' + n + '. ' + visible(work[W_TITLE] || '(untitled)') + ' '));
+    head.appendChild(el('span', 'mono', visible(work[W_ID])));
     li.appendChild(head);
     var who = [];
-    if (work[W_HOLDER]) who.push('holder ' + work[W_HOLDER]);
-    if (work[W_ISRC]) who.push('ISRC ' + work[W_ISRC]);
+    if (work[W_HOLDER]) who.push('holder ' + visible(work[W_HOLDER]));
+    if (work[W_ISRC]) who.push('ISRC ' + visible(work[W_ISRC]));
     who.push('consent ' + text[m[M_CONSENT]] + (m[M_RECORD] === null ? ' (no record)' : ' (record #' + m[M_RECORD] + ')'));
     li.appendChild(el('p', 'm-line', who.join(' · ')));
     li.appendChild(el('p', 'm-line', 'In the submission ' + clock(m[M_START]) + '–' + clock(m[M_END]) +
       ' (' + (m[M_END] - m[M_START]).toFixed(1) + ' s)' +
-      (m[M_MEMBER] === null ? '' : ', member ' + text[m[M_MEMBER]])));
+      (m[M_MEMBER] === null ? '' : ', member ' + visible(text[m[M_MEMBER]]))));
     var ref = el('p', 'm-line ref', 'In the reference ' + clock(m[M_RSTART]) + '–' + clock(m[M_REND]) +
       ' · speed ×' + m[M_SPEED].toFixed(3) + ' · pitch ×' + m[M_PITCH].toFixed(3) +
       ' · score ' + m[M_SCORE].toFixed(1) + (m[M_CONFIDENT] ? ' (confident)' : ' (not confident)'));
@@ -302,11 +311,11 @@
       ms.forEach(function (m, j) { list.appendChild(matchEntry(m, j + 1)); });
       box.appendChild(list);
     }
-    if (it[I_ERROR] !== null) box.appendChild(el('p', 'err', 'Not screened: ' + it[I_ERROR]));
+    if (it[I_ERROR] !== null) box.appendChild(el('p', 'err', 'Not screened: ' + visible(it[I_ERROR])));
     if (it[I_REASONS].length) {
       box.appendChild(el('h4', null, 'Reasons'));
       var ul = el('ul', 'tl-reasons');
-      it[I_REASONS].forEach(function (r) { ul.appendChild(el('li', null, text[r])); });
+      it[I_REASONS].forEach(function (r) { ul.appendChild(el('li', null, visible(text[r]))); });
       box.appendChild(ul);
     }
     if (it[I_SHA] !== null) box.appendChild(el('p', 'small mono', 'SHA-256 ' + it[I_SHA]));

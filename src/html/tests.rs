@@ -88,7 +88,9 @@ fn hostile_names_are_rendered_as_text() {
     assert!(html.contains(
         "&lt;/script&gt;&lt;script&gt;alert(&quot;title&quot;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
     ));
-    assert!(html.contains("O'Brien &amp; &quot;Sons&quot; &lt;b&gt;bold&lt;/b&gt;"));
+    assert!(html.contains(
+        "O'Brien &amp; &quot;Sons&quot; &lt;b&gt;bold&lt;/b&gt; [U+0000][U+0007][U+FEFF]"
+    ));
     assert!(html.contains("scan of &lt;script&gt;alert(0)&lt;/script&gt;"));
 
     // The embedded JSON has no raw character that could end the element or
@@ -164,6 +166,15 @@ fn totals_without_summary_are_counted_from_rows() {
     let html = render(&rows, None, &info()).unwrap();
     assert!(html.contains("data-total=\"block-items\">2<"));
     assert!(html.contains("data-total=\"items\">3<"));
+}
+
+#[test]
+fn invisible_characters_are_shown_by_code_point() {
+    assert_eq!(markup::visible("plain/ä.wav"), "plain/ä.wav");
+    assert_eq!(
+        markup::visible("a\u{202e}vaw.exe\u{200b}\n"),
+        "a[U+202E]vaw.exe[U+200B][U+000A]"
+    );
 }
 
 #[test]
