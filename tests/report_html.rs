@@ -237,8 +237,9 @@ fn the_report_of_a_real_scan_reads_right_in_chromium() {
     assert_eq!(labels.len(), 4);
     for (label, v) in labels.iter().zip(["block", "flag", "allow", "error"]) {
         let n = summary["verdicts"][v]["items"].as_u64().unwrap();
+        let word = if n == 1 { "item" } else { "items" };
         assert!(
-            label.contains(&format!(": {} items", count_text(n))),
+            label.contains(&format!(": {} {word},", count_text(n))),
             "{label}"
         );
     }

@@ -21,7 +21,7 @@ pub(super) const PAGE_CSS: &str = include_str!("page.css");
 pub(super) const PAGE_JS: &str = include_str!("page.js");
 
 /// Width of the bar chart's drawing area (SVG user units).
-const CHART_WIDTH: f64 = 640.0;
+const CHART_WIDTH: f64 = 420.0;
 /// Height of one bar and of the label line above it.
 const CHART_BAR_HEIGHT: f64 = 18.0;
 const CHART_LABEL_HEIGHT: f64 = 20.0;
@@ -99,6 +99,11 @@ pub(super) fn fmt_hours(h: f64) -> String {
     } else {
         format!("{h:.3} h")
     }
+}
+
+/// `1 item`, `12,345 items`.
+fn items(n: u64) -> String {
+    format!("{} item{}", fmt_count(n), if n == 1 { "" } else { "s" })
 }
 
 fn fmt_time(t: OffsetDateTime) -> String {
@@ -234,7 +239,7 @@ fn chart(view: &PageView) -> Markup {
                 preserveAspectRatio="xMinYMin meet" {
                 title #chart-title { "Items per verdict" }
                 desc #chart-desc {
-                    @for (_, label, t) in rows { (label) ": " (fmt_count(t.items)) " items. " }
+                    @for (_, label, t) in rows { (label) ": " (items(t.items)) ". " }
                 }
                 defs {
                     pattern #p-block width="8" height="8" patternUnits="userSpaceOnUse"
@@ -256,7 +261,7 @@ fn chart(view: &PageView) -> Markup {
                     @let y = i as f64 * step;
                     g.bar data-verdict=(name) {
                         text.bar-label x="0" y=(y + CHART_LABEL_HEIGHT - 6.0) {
-                            (label) ": " (fmt_count(t.items)) " items, " (fmt_hours(t.audio_hours))
+                            (label) ": " (items(t.items)) ", " (fmt_hours(t.audio_hours))
                         }
                         rect.bar-track x="0" y=(y + CHART_LABEL_HEIGHT)
                             width=(CHART_WIDTH) height=(CHART_BAR_HEIGHT) {}
@@ -276,7 +281,12 @@ fn run_facts(s: &ScanSummary) -> Markup {
         UnknownConsent::Flag => "flagged for review",
     };
     html! {
-        h3 { "The run" }
+        details.run {
+            summary {
+                h3 { "The run" }
+                " purpose " (s.purpose) ", index generation " (s.index_generation) ", "
+                (s.policy_version) ", " (format!("{:.1}", t.items_per_s)) " items/s"
+            }
         dl.facts {
             dt { "Purpose" } dd data-fact="purpose" { (s.purpose) }
             dt { "Inputs" } dd {
@@ -312,6 +322,7 @@ fn run_facts(s: &ScanSummary) -> Markup {
                 dt { "Resumed" } dd { (fmt_count(s.resumed_items)) " items from an interrupted run" }
             }
             dt { "Exit code" } dd { (s.exit_code) }
+        }
         }
     }
 }

@@ -42,6 +42,8 @@
   var state = { verdict: -1, query: '', sort: 'row', dir: 1, page: 0, pageSize: 100, expandAll: false };
   var open = new Set();
   var view = [];
+  // Renders so far (a test or benchmark waits for this to change).
+  var renders = 0;
   var searchKeys = null;
   var sortKeys = {};
 
@@ -338,6 +340,8 @@
       ? 'No item matches' + filtered + '.'
       : 'Showing ' + count(start + 1) + '–' + count(end) + ' of ' + count(total) + ' items' + filtered + '.';
     countEl.setAttribute('data-count', String(total));
+    renders += 1;
+    countEl.setAttribute('data-renders', String(renders));
     var pages = Math.max(1, Math.ceil(total / state.pageSize));
     document.getElementById('item-pager').hidden = pages <= 1;
     document.getElementById('page-info').textContent = 'Page ' + (state.page + 1) + ' of ' + pages;

@@ -9,7 +9,8 @@
 //   node report-page.mjs bench PAGE.html QUERY [RUNS]
 //       milliseconds to open the page and to filter and search it
 //   node report-page.mjs shot PAGE.html OUT.png WIDTH HEIGHT
-//       a screenshot of the top of the page with the first timeline open
+//       a screenshot of the top WIDTH × HEIGHT pixels of the page, with the
+//       first timeline open
 //
 // Chromium is the system one (EARMARK_CHROMIUM, default /usr/bin/chromium).
 import { chromium } from 'playwright-core';
@@ -143,7 +144,7 @@ function median(xs) {
 async function bench([file, query, runsArg]) {
   const runs = Number(runsArg || 3);
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
-  const samples = { open_ms: [], ready_in_page_ms: [], filter_block_ms: [], search_ms: [], sort_ms: [], clear_ms: [] };
+  const samples = { open_ms: [], ready_in_page_ms: [], filter_block_ms: [], search_ms: [], sort_ms: [], unfilter_ms: [], sort_all_ms: [] };
   let shownAfter = {};
   let problems = [];
   try {
@@ -155,17 +156,20 @@ async function bench([file, query, runsArg]) {
       samples.ready_in_page_ms.push(Number(await page.getAttribute('body', 'data-items-ready')));
       const timed = async (name, action) => {
         const before = await page.getAttribute('#item-count', 'data-count');
-        const status = await page.textContent('#item-count');
+        const renders = await page.getAttribute('#item-count', 'data-renders');
         const t0 = Date.now();
         await action();
-        await page.waitForFunction((s) => document.getElementById('item-count').textContent !== s, status);
+        await page.waitForFunction(
+          (r) => document.getElementById('item-count').getAttribute('data-renders') !== r, renders);
         samples[name].push(Date.now() - t0);
         shownAfter[name] = { before: Number(before), after: Number(await page.getAttribute('#item-count', 'data-count')) };
       };
       await timed('filter_block_ms', () => setVerdict(page, 'block'));
       await timed('search_ms', () => search(page, query));
       await timed('sort_ms', () => page.click('button[data-sort="item"]'));
-      await timed('clear_ms', async () => { await setVerdict(page, ''); await search(page, ''); });
+      await search(page, '');
+      await timed('unfilter_ms', () => setVerdict(page, ''));
+      await timed('sort_all_ms', () => page.click('button[data-sort="duration"]'));
       await page.context().close();
     }
   } finally {
@@ -179,8 +183,9 @@ async function shot([file, out, width, height]) {
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
   try {
     const { page, problems } = await open(browser, file, { width: Number(width), height: Number(height) });
-    await page.click('#item-rows button.toggle[aria-expanded="false"] >> nth=0');
-    await page.screenshot({ path: out });
+    await page.click('#item-rows button.toggle:text-is("Timeline") >> nth=0');
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: out, fullPage: true, clip: { x: 0, y: 0, width: Number(width), height: Number(height) } });
     console.log(JSON.stringify({ problems }));
   } finally {
     await browser.close();
