@@ -65,7 +65,7 @@ fn count_text(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -357,5 +357,67 @@ fn the_report_of_a_real_scan_reads_right_in_chromium() {
     assert!(
         narrow["scrollWidth"].as_u64().unwrap() <= narrow["clientWidth"].as_u64().unwrap(),
         "{narrow}"
+    );
+}
+
+#[test]
+fn identify_writes_the_same_page_for_a_few_files() {
+    let tmp = scratch("html-identify");
+    let page = tmp.path().join("identify.html");
+    let files = [
+        audio("submissions/speed.wav"),
+        audio("submissions/unrelated.ogg"),
+        audio("formats/bad/text.wav"),
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_earmark"))
+        .arg("--data")
+        .arg(data_dir())
+        .args([
+            "identify",
+            "--purpose",
+            "ai-training",
+            "--no-ledger",
+            "--html",
+        ])
+        .arg(&page)
+        .args(&files)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a file could not be screened");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let start = html.find("id=\"items-data\"").unwrap();
+    let start = start + html[start..].find('>').unwrap() + 1;
+    let end = start + html[start..].find("</script>").unwrap();
+    let data: Value = serde_json::from_str(&html[start..end]).unwrap();
+    let items = data["items"].as_array().unwrap();
+    let names: Vec<&str> = items.iter().map(|i| i[0].as_str().unwrap()).collect();
+    let expected: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    assert_eq!(names, expected);
+    // Verdict codes: 0 allow, 1 flag, 2 block, 3 error.
+    let verdicts: Vec<u64> = items.iter().map(|i| i[6].as_u64().unwrap()).collect();
+    assert_eq!(verdicts, [2, 0, 3]);
+    assert_eq!(
+        items[0][7].as_array().unwrap().len(),
+        1,
+        "the match of speed.wav"
+    );
+    assert!(
+        items[2][9].as_str().unwrap().contains("text.wav"),
+        "the error"
+    );
+    for (total, n) in [
+        ("block-items", 1),
+        ("allow-items", 1),
+        ("error-items", 1),
+        ("items", 3),
+    ] {
+        assert!(
+            html.contains(&format!("data-total=\"{total}\">{n}<")),
+            "{total} = {n}"
+        );
+    }
+    assert!(
+        html.contains("wesnoth-heroes-rite"),
+        "the blocked work is listed"
     );
 }

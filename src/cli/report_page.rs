@@ -50,8 +50,7 @@ pub(super) fn report_format(format: Option<FormatArg>, report: &Path) -> ReportF
 
 /// `earmark report REPORT --html OUT`.
 pub fn run_report(args: &ReportArgs) -> Result<u8> {
-    let rows = report::read_all(&args.report, report_format(args.format, &args.report))
-        .with_context(|| format!("reading the report {}", args.report.display()))?;
+    let rows = report::read_all(&args.report, report_format(args.format, &args.report))?;
     let summary = match &args.summary {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -106,8 +105,7 @@ pub(super) fn write_after_scan(
     summary: &ScanSummary,
     quiet: bool,
 ) -> Result<()> {
-    let rows = report::read_all(report_path, format)
-        .with_context(|| format!("reading back the report {}", report_path.display()))?;
+    let rows = report::read_all(report_path, format).context("reading back the report")?;
     write_scan_page(out, report_path, &rows, Some(summary))?;
     if !quiet {
         wrote(out, rows.len());

@@ -48,6 +48,10 @@ use crate::scan::item::ItemKind;
 use crate::scan::report::{ReportMatch, ReportRow, RowVerdict};
 use crate::scan::summary::ScanSummary;
 
+/// Mode of a new page before the umask.
+#[cfg(unix)]
+const PAGE_MODE: u32 = 0o666;
+
 /// Why a page could not be made or written.
 #[derive(Debug, thiserror::Error)]
 pub enum HtmlError {
@@ -98,11 +102,13 @@ pub fn write(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".earmark-html-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(err)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".earmark-html-").suffix(".tmp");
+    // A page to share: readable as any new file is (the umask applies), not
+    // private as a temporary file.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(PAGE_MODE));
+    let mut tmp = builder.tempfile_in(dir).map_err(err)?;
     tmp.write_all(html.as_bytes()).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;

@@ -214,4 +214,10 @@ fn the_page_is_written_atomically() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["out.html"], "no temporary file left");
+    // The page gets the mode any new file gets here (the umask applies), not
+    // the private mode of a temporary file.
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "x").unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions();
+    assert_eq!(mode(&path), mode(&plain));
 }

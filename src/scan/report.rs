@@ -494,6 +494,35 @@ mod tests {
     }
 
     #[test]
+    fn read_all_reads_both_formats_and_names_a_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in [ReportFormat::Jsonl, ReportFormat::Csv] {
+            let path = dir.path().join(format!("r-{format:?}"));
+            let mut w = ReportWriter::open(&path, format, false).unwrap();
+            w.write(&row(0, RowVerdict::Block)).unwrap();
+            w.write(&row(1, RowVerdict::Allow)).unwrap();
+            w.commit().unwrap();
+            drop(w);
+            let rows = read_all(&path, format).unwrap();
+            assert_eq!(rows.len(), 2);
+            assert_eq!(rows[0].matches, row(0, RowVerdict::Block).matches);
+            assert_eq!(rows[1].verdict, RowVerdict::Allow);
+            let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(b"{\"item\": \"half").unwrap();
+            drop(f);
+            let before = std::fs::read(&path).unwrap();
+            let err = read_all(&path, format).unwrap_err().to_string();
+            let line = if format == ReportFormat::Csv { 4 } else { 3 };
+            assert!(err.contains(&format!("line {line} ")), "{err}");
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                before,
+                "the report is not changed"
+            );
+        }
+    }
+
+    #[test]
     fn rows_survive_a_torn_tail_in_both_formats() {
         let dir = tempfile::tempdir().unwrap();
         for format in [ReportFormat::Jsonl, ReportFormat::Csv] {
