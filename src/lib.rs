@@ -10,7 +10,7 @@
 //!                                                                                          │
 //!   registry (works, consent, audit) ◀─ policy ◀─ matches (work, score, time ranges) ◀─ matcher ◀─ index
 //!                                        │
-//!                                     verdict + evidence ─▶ report / CLI / gRPC / attribution ledger
+//!                          screening: verdict + evidence ─▶ report / CLI / gRPC / attribution ledger
 //! ```
 //!
 //! * [`decode`] probes any supported container by content (symphonia), down-mixes to
@@ -30,29 +30,49 @@
 //!   map of each cluster and splits it into contiguous query ranges, so one submission
 //!   can report several works at several places; each candidate alignment is then
 //!   verified on the reference's stored spectral peaks and scored against chance.
-//! * [`engine`] ties the pieces together for the CLI (and the service): open a data
-//!   directory, register works, identify files.
-//! * [`registry`] and [`policy`] turn matches into consent verdicts with evidence.
-//! * [`html`] renders scan report rows and the run summary as one self-contained
-//!   HTML page (totals, works, a filterable item table with per-item timelines).
+//! * [`registry`] holds works, consent records, the audit chain and the
+//!   attribution ledger; [`policy`] turns matches into consent verdicts with
+//!   evidence.
+//! * [`screening`] is the one use case every entry point calls: match →
+//!   verdict → ledger record, with one rule for submission ids.
+//! * [`registration`] registers works (index and registry kept consistent);
+//!   [`data_dir`], [`content`], [`error`] and [`proto`] are shared plumbing.
+//! * [`html`] (feature `html`) renders scan report rows and the run
+//!   summary as one self-contained HTML page: totals, works, a filterable item
+//!   table with per-item timelines.
 //!
-//! Core modules are synchronous and know nothing of async runtimes.
+//! The edges adapt, behind cargo features that are on by default: `cli`
+//! (the `earmark` binary), `scan` (corpus scans), `grpc` (the service and its
+//! client). The core builds without them (`--no-default-features`), is
+//! synchronous and knows nothing of async runtimes; the edges never import one
+//! another. See `docs/architecture.md`.
 //!
 //! Module docs describe the design down to its private constants and stages;
 //! read them with `cargo doc --document-private-items`.
 #![allow(rustdoc::private_intra_doc_links)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "grpc")]
+pub mod client;
+pub mod content;
+pub mod data_dir;
 pub mod decode;
-pub mod engine;
+pub mod error;
 pub mod fingerprint;
+#[cfg(feature = "html")]
 pub mod html;
 pub mod index;
 pub mod matcher;
 pub mod policy;
+pub mod proto;
+pub mod registration;
 pub mod registry;
 pub mod report;
+#[cfg(feature = "scan")]
 pub mod scan;
+pub mod screening;
+#[cfg(feature = "grpc")]
 pub mod service;
 pub mod spectrogram;
 

@@ -6,9 +6,9 @@ mod service_support;
 
 use std::time::Duration;
 
+use earmark::fingerprint::file::FingerprintFile;
+use earmark::proto as pb;
 use earmark::registry::Role;
-use earmark::service::fpfile::FingerprintFile;
-use earmark::service::pb;
 use service_support::*;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -42,7 +42,10 @@ async fn verdicts_on_real_clips_and_fingerprints() {
     let json: serde_json::Value = serde_json::from_str(&r.verdict_json).unwrap();
     assert_eq!(json["decision"], "block");
     assert_eq!(json["evidence"][0]["work_id"], HEROES);
-    assert_eq!(r.verdict.as_ref().unwrap().submission_id, audio.sha256);
+    assert_eq!(
+        r.verdict.as_ref().unwrap().submission_id,
+        format!("sha256:{}", audio.sha256)
+    );
     assert!(!r.request_id.is_empty());
 
     // Allow with an attribution: an opted-in work, pitched up.
@@ -307,11 +310,9 @@ async fn limits_shedding_and_cancellation() {
     insecure(&mut cfg);
     cfg.limits.per_connection = 1;
     let server = start(cfg).await;
-    let channel = earmark::service::client::connect(&url(&server), None)
-        .await
-        .unwrap();
+    let channel = earmark::client::connect(&url(&server), None).await.unwrap();
     let client_on = |channel: tonic::transport::Channel| {
-        earmark::service::client::screening(channel, None, CLIENT_MAX_MESSAGE).unwrap()
+        earmark::client::screening(channel, None, CLIENT_MAX_MESSAGE).unwrap()
     };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(pb::ScreenRequest {
@@ -415,5 +416,5 @@ async fn cancelled_call_abandons_its_job() {
 }
 
 fn client_requests(bytes: &[u8]) -> Vec<pb::ScreenRequest> {
-    earmark::service::client::screen_requests(metadata("noise.wav", pb::Scope::AiTraining), bytes)
+    earmark::client::screen_requests(metadata("noise.wav", pb::Scope::AiTraining), bytes)
 }

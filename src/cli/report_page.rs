@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::scan::FormatArg;
 use super::{EXIT_CLEAN, Screened, Screening};
-use crate::engine::DataDir;
+use crate::data_dir::DataDir;
 use crate::html::{self, PageInfo};
 use crate::policy::POLICY_VERSION;
 use crate::scan::report::{self, ReportFormat, ReportRow};

@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Thresholds;
-use crate::engine::DataDir;
+use crate::data_dir::DataDir;
 use crate::policy::{PolicyConfig, UnknownConsent};
 use crate::registry::{Scope, Territory};
 use crate::scan::{
@@ -94,6 +94,10 @@ pub struct ScanArgs {
     /// Skip the SHA-256 of each item (the report's content_sha256).
     #[arg(long)]
     pub no_hash: bool,
+    /// Do not record allowed opted-in uses in the attribution ledger (a dry
+    /// run; with --remote, the server is asked not to record them either).
+    #[arg(long)]
+    pub no_ledger: bool,
     /// No progress bar and no summary table.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -106,7 +110,7 @@ pub struct ScanArgs {
     #[arg(long, value_name = "URL")]
     pub remote: Option<String>,
     #[command(flatten)]
-    pub conn: super::remote::ConnArgs,
+    pub conn: super::conn::ConnArgs,
 }
 
 impl ScanArgs {
@@ -155,6 +159,7 @@ impl ScanArgs {
         options.input.audio_column = self.audio_column.clone();
         options.input.max_member_bytes = self.max_member_bytes;
         options.hash_content = !self.no_hash;
+        options.record_attributions = !self.no_ledger;
         options
     }
 }
@@ -208,7 +213,7 @@ fn show_progress(quiet: bool) -> bool {
 pub fn run(data: &DataDir, args: &ScanArgs) -> Result<u8> {
     let mut options = args.options();
     if let Some(url) = &args.remote {
-        let url = super::remote::normalise_url(url);
+        let url = super::conn::normalise_url(url);
         let tls = args.conn.tls()?;
         let remote = scan::remote::RemoteScreener::connect(
             &url,
@@ -216,6 +221,7 @@ pub fn run(data: &DataDir, args: &ScanArgs) -> Result<u8> {
             args.conn.api_key.as_deref(),
             args.purpose,
             args.territory.as_ref(),
+            !args.no_ledger,
         )?;
         options.remote = Some(std::sync::Arc::new(remote));
     }
@@ -236,103 +242,4 @@ pub fn run(data: &DataDir, args: &ScanArgs) -> Result<u8> {
         )?;
     }
     Ok(summary.exit_code)
-}
-
-/// `earmark bench decode`.
-#[derive(Debug, Args)]
-pub struct BenchDecodeArgs {
-    /// Folders (walked like `scan` walks them) or audio files.
-    #[arg(required = true)]
-    pub inputs: Vec<PathBuf>,
-    /// Worker threads (default: one per core).
-    #[arg(long, short = 'j')]
-    pub jobs: Option<usize>,
-    /// One JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Decodes every audio file of the inputs (to the fingerprinter's mono rate,
-/// as a scan does) in parallel and reports the speed. Exit 0, or 3 if some
-/// file could not be decoded.
-pub fn run_bench_decode(args: &BenchDecodeArgs) -> Result<u8> {
-    use rayon::prelude::*;
-    let mut files = Vec::new();
-    for input in &args.inputs {
-        if input.is_dir() {
-            for entry in walkdir::WalkDir::new(input)
-                .follow_links(true)
-                .sort_by_file_name()
-                .into_iter()
-                .filter_map(Result::ok)
-                .filter(|e| e.file_type().is_file())
-            {
-                if scan::input::folder::is_audio_file(entry.path()).unwrap_or(false) {
-                    files.push(entry.into_path());
-                }
-            }
-        } else {
-            files.push(input.clone());
-        }
-    }
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs.max(1))
-        .build()
-        .context("starting the worker pool")?;
-    let limits = crate::decode::DecodeLimits::default();
-    let started = std::time::Instant::now();
-    let results: Vec<Result<f64, String>> = pool.install(|| {
-        files
-            .par_iter()
-            .map(|path| {
-                let mut samples = 0usize;
-                crate::decode::decode_file_stream(
-                    path,
-                    &limits,
-                    crate::fingerprint::SAMPLE_RATE_HZ,
-                    |block| samples += block.len(),
-                )
-                .map(|info| info.duration_s)
-                .map_err(|e| e.to_string())
-            })
-            .collect()
-    });
-    let wall_s = started.elapsed().as_secs_f64().max(f64::EPSILON);
-    let audio_s: f64 = results
-        .iter()
-        .filter_map(|r| r.as_ref().ok())
-        .fold(0.0, |sum, s| sum + s);
-    let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    let report = serde_json::json!({
-        "files": files.len(),
-        "errors": errors.len(),
-        "jobs": jobs,
-        "wall_s": wall_s,
-        "audio_hours": audio_s / 3600.0,
-        "audio_hours_per_minute": audio_s / 3600.0 / (wall_s / 60.0),
-        "realtime_factor": audio_s / wall_s,
-    });
-    if args.json {
-        println!("{report}");
-    } else {
-        println!(
-            "decoded {} files ({} errors), {:.3} h of audio in {wall_s:.1} s with {jobs} jobs: {:.2} audio-h/min ({:.0}× real time)",
-            files.len(),
-            errors.len(),
-            audio_s / 3600.0,
-            audio_s / 3600.0 / (wall_s / 60.0),
-            audio_s / wall_s
-        );
-    }
-    for e in errors.iter().take(5) {
-        eprintln!("earmark: {e}");
-    }
-    Ok(if errors.is_empty() {
-        scan::EXIT_CLEAN
-    } else {
-        scan::EXIT_UNSCREENED
-    })
 }

@@ -50,7 +50,7 @@ use super::model::{
     ConsentRecord, ConsentSource, ConsentStatus, NewConsent, Scope, Work, from_db_time,
     normalize_time, to_db_time,
 };
-use super::works::{require_reg_no, required_text, validate_actor, work_by_reg_no};
+use super::rows::{require_reg_no, required_text, validate_actor, work_by_reg_no};
 
 /// Longest accepted policy reference or terms text.
 const MAX_REF_LEN: usize = 4096;

@@ -19,7 +19,7 @@ use super::Registry;
 use super::audit::{self, AuditAction};
 use super::error::{DbContext, RegistryError, Result, invalid};
 use super::model::{ParseEnumError, from_db_time, to_db_time};
-use super::works::{required_text, validate_actor};
+use super::rows::{required_text, validate_actor};
 
 /// Prefix of every key, so leaked keys are recognisable by scanners.
 pub const KEY_PREFIX: &str = "emk";

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 use super::Registry;
@@ -13,17 +13,13 @@ use super::audit::{self, AuditAction};
 use super::consent;
 use super::error::{DbContext, RegistryError, Result, invalid};
 use super::ids::{Isni, Isrc, Iswc, WorkId};
-use super::model::{NewConsent, NewWork, ReferenceAudio, Work, from_db_time, to_db_time};
+use super::model::{NewConsent, NewWork, Work, to_db_time};
+use super::rows::{RawWork, WORK_COLUMNS, require_reg_no, required_text, validate_actor};
 
-/// Longest accepted title, holder name or artist name.
-const MAX_TEXT_LEN: usize = 512;
 /// Length of a hex SHA-256 digest.
 const SHA256_HEX_LEN: usize = 64;
 /// Largest page [`Registry::list_works`] returns.
 pub const MAX_PAGE: usize = 10_000;
-
-const WORK_COLUMNS: &str = "id, title, artists, isrc, iswc, holder, holder_isni, duration_s, \
-     fingerprint_config, audio_sha256, source_file, created_at, updated_at";
 
 /// What the registry holds for an id, compared with a candidate reference file
 /// (idempotent catalog imports skip `SameAudio`).
@@ -212,18 +208,6 @@ impl Registry {
     }
 }
 
-/// Registration number of the active work `id`, or `WorkNotFound`.
-pub(crate) fn require_reg_no(conn: &Connection, id: &WorkId) -> Result<i64> {
-    conn.query_row(
-        "SELECT reg_no FROM works WHERE id = ?1 AND removed_at IS NULL",
-        [id.as_str()],
-        |r| r.get(0),
-    )
-    .optional()
-    .db(|| format!("looking up work '{id}'"))?
-    .ok_or_else(|| RegistryError::WorkNotFound { id: id.to_string() })
-}
-
 fn active_created_at(conn: &Connection, id: &WorkId) -> Result<Option<String>> {
     conn.query_row(
         "SELECT created_at FROM works WHERE id = ?1 AND removed_at IS NULL",
@@ -293,121 +277,6 @@ fn validate_new_work(mut w: NewWork) -> Result<NewWork> {
         ));
     }
     Ok(w)
-}
-
-/// A trimmed, non-empty text of at most [`MAX_TEXT_LEN`] characters.
-pub(crate) fn required_text(field: &'static str, value: &str) -> Result<String> {
-    let v = value.trim();
-    if v.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if v.chars().count() > MAX_TEXT_LEN {
-        return Err(invalid(
-            field,
-            format!("longer than {MAX_TEXT_LEN} characters"),
-        ));
-    }
-    Ok(v.to_owned())
-}
-
-/// The actor recorded in the audit log must be named.
-pub(crate) fn validate_actor(actor: &str) -> Result<&str> {
-    let a = actor.trim();
-    if a.is_empty() {
-        return Err(invalid(
-            "actor",
-            "must not be empty (who is making this change?)",
-        ));
-    }
-    Ok(a)
-}
-
-/// A `works` row as stored, before validation.
-struct RawWork {
-    id: String,
-    title: String,
-    artists: String,
-    isrc: Option<String>,
-    iswc: Option<String>,
-    holder: String,
-    holder_isni: Option<String>,
-    duration_s: f64,
-    fingerprint_config: String,
-    audio_sha256: String,
-    source_file: String,
-    created_at: String,
-    updated_at: String,
-}
-
-impl RawWork {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: r.get(0)?,
-            title: r.get(1)?,
-            artists: r.get(2)?,
-            isrc: r.get(3)?,
-            iswc: r.get(4)?,
-            holder: r.get(5)?,
-            holder_isni: r.get(6)?,
-            duration_s: r.get(7)?,
-            fingerprint_config: r.get(8)?,
-            audio_sha256: r.get(9)?,
-            source_file: r.get(10)?,
-            created_at: r.get(11)?,
-            updated_at: r.get(12)?,
-        })
-    }
-
-    fn into_work(self) -> Result<Work> {
-        let corrupt = |reason: String| RegistryError::Corrupt {
-            table: "works",
-            key: self.id.clone(),
-            reason,
-        };
-        let artists: Vec<String> =
-            serde_json::from_str(&self.artists).map_err(|e| corrupt(format!("artists: {e}")))?;
-        let work = Work {
-            id: WorkId::parse(&self.id).map_err(|e| corrupt(e.to_string()))?,
-            title: self.title.clone(),
-            artists,
-            isrc: self
-                .isrc
-                .as_deref()
-                .map(Isrc::parse)
-                .transpose()
-                .map_err(|e| corrupt(e.to_string()))?,
-            iswc: self
-                .iswc
-                .as_deref()
-                .map(Iswc::parse)
-                .transpose()
-                .map_err(|e| corrupt(e.to_string()))?,
-            holder: self.holder.clone(),
-            holder_isni: self
-                .holder_isni
-                .as_deref()
-                .map(Isni::parse)
-                .transpose()
-                .map_err(|e| corrupt(e.to_string()))?,
-            reference: ReferenceAudio {
-                duration_s: self.duration_s,
-                fingerprint_config: self.fingerprint_config.clone(),
-                audio_sha256: self.audio_sha256.clone(),
-                source_file: self.source_file.clone(),
-            },
-            created_at: from_db_time(&self.created_at).map_err(|e| corrupt(e.to_string()))?,
-            updated_at: from_db_time(&self.updated_at).map_err(|e| corrupt(e.to_string()))?,
-        };
-        Ok(work)
-    }
-}
-
-/// Looks up the descriptive fields of a registration (ledger, evidence).
-pub(crate) fn work_by_reg_no(conn: &Connection, reg_no: i64) -> Result<Work> {
-    let sql = format!("SELECT {WORK_COLUMNS} FROM works WHERE reg_no = ?1");
-    conn.query_row(&sql, [reg_no], RawWork::from_row)
-        .db(|| format!("reading registration #{reg_no}"))?
-        .into_work()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 use time::macros::datetime;
 
 use super::*;
+use crate::registry::rows::MAX_TEXT_LEN;
 use crate::registry::test_support::{T0, open_temp, open_temp_with_clock, sample_work};
 use crate::registry::{ConsentStatus, Scope};
 

@@ -4,17 +4,19 @@
 //! Layout: the magic line [`MAGIC`], then a length-delimited protobuf
 //! `earmark.v1.FingerprintHeader`, then one length-delimited
 //! `earmark.v1.PrintBatch` holding every print, then one length-delimited
-//! `earmark.v1.PeakBatch` holding every peak. The header's submission id is the
-//! SHA-256 of the audio file; the purpose is chosen when screening.
+//! `earmark.v1.PeakBatch` holding every peak. The header's submission id is
+//! `sha256:<hex>` of the audio file (the one rule of
+//! [`SubmissionId`](crate::screening::SubmissionId)); the purpose is chosen when
+//! screening.
 
 use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use super::pb;
+use super::{CONFIG_ID, Fingerprint, PeakPoint, Print, Side};
 use crate::decode::DecodeLimits;
-use crate::engine::{self, EngineError};
-use crate::fingerprint::{CONFIG_ID, Fingerprint, PeakPoint, Print, Side};
+use crate::error::EngineError;
+use crate::proto as pb;
 
 /// First bytes of every fingerprint file (format version 2).
 pub const MAGIC: &[u8] = b"EARMARK-FINGERPRINT 2\n";
@@ -52,8 +54,9 @@ pub struct FingerprintFile {
 impl FingerprintFile {
     /// Decodes and fingerprints an audio file (query side), as the server would.
     pub fn from_audio(path: &Path, limits: &DecodeLimits) -> Result<Self, FpFileError> {
-        let (fingerprint, info) = engine::fingerprint_file(path, limits, Side::Query)?;
-        let sha256 = engine::sha256_file(path)?;
+        let (fingerprint, info) =
+            crate::fingerprint::audio::fingerprint_file(path, limits, Side::Query)?;
+        let sha256 = crate::content::sha256_file(path)?;
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
@@ -61,7 +64,9 @@ impl FingerprintFile {
         Ok(Self {
             header: pb::FingerprintHeader {
                 submission: Some(pb::SubmissionMetadata {
-                    submission_id: sha256,
+                    submission_id: crate::screening::SubmissionId::from_sha256(&sha256)
+                        .map(String::from)
+                        .unwrap_or(sha256),
                     file_name: name,
                     ..pb::SubmissionMetadata::default()
                 }),
