@@ -37,6 +37,9 @@
 //!   verdict → ledger record, with one rule for submission ids.
 //! * [`registration`] registers works (index and registry kept consistent);
 //!   [`data_dir`], [`content`], [`error`] and [`proto`] are shared plumbing.
+//! * [`html`] (feature `html`) renders scan report rows and the run
+//!   summary as one self-contained HTML page: totals, works, a filterable item
+//!   table with per-item timelines.
 //!
 //! The edges adapt, behind cargo features that are on by default: `cli`
 //! (the `earmark` binary), `scan` (corpus scans), `grpc` (the service and its
@@ -57,6 +60,8 @@ pub mod data_dir;
 pub mod decode;
 pub mod error;
 pub mod fingerprint;
+#[cfg(feature = "html")]
+pub mod html;
 pub mod index;
 pub mod matcher;
 pub mod policy;

@@ -6,6 +6,7 @@ mod demo;
 mod eval;
 pub mod registry_cmds;
 pub mod remote;
+mod report_page;
 mod scan;
 mod serve;
 pub mod works;
@@ -89,6 +90,9 @@ pub enum Command {
     /// report, filtered copies, summary. Exit 0 all allowed, 1 blocked or flagged,
     /// 3 some items not screened, 2 error.
     Scan(scan::ScanArgs),
+    /// Make a self-contained HTML page of a scan report (and its summary):
+    /// totals, works found, a filterable item table with per-item timelines.
+    Report(report_page::ReportArgs),
     /// Run the gRPC service (screening + registry) on this data directory.
     Serve(serve::ServeArgs),
     /// Fingerprint an audio file locally (for `identify --remote` / ScreenFingerprints).
@@ -109,6 +113,14 @@ pub struct IdentifyArgs {
     pub thresholds: Thresholds,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// With --purpose: also write a self-contained HTML page of the verdicts here.
+    #[arg(
+        long,
+        value_name = "OUT",
+        requires = "purpose",
+        conflicts_with = "remote"
+    )]
+    pub html: Option<PathBuf>,
     /// Audio files to screen.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -297,6 +309,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Index(cmd) => run_index(&data, cmd),
         Command::Eval(args) => eval::run(&args),
         Command::Scan(args) => scan::run(&data, &args),
+        Command::Report(args) => report_page::run_report(&args),
         Command::Serve(args) => serve::run_serve(&data, &args),
         Command::Fingerprint(args) => serve::run_fingerprint(&args),
         Command::Bench(cmd) => bench::run_bench(&cmd),
@@ -460,6 +473,7 @@ fn json_line(s: &Screened, with_verdict: bool) -> Result<String> {
 }
 
 fn run_identify(data: &DataDir, args: &IdentifyArgs) -> Result<u8> {
+    let started = report_page::Started::now();
     let screening = args.policy.screening(args.files.len())?;
     if args.remote.remote.is_some() {
         let Some(s) = &screening else {
@@ -490,6 +504,9 @@ fn run_identify(data: &DataDir, args: &IdentifyArgs) -> Result<u8> {
                 write!(out, "{}", human_verdict(v, s.attributions_recorded))?;
             }
         }
+    }
+    if let (Some(out), Some(s)) = (&args.html, &screening) {
+        report_page::write_identify_page(data, out, &args.files, &results, s, &started)?;
     }
     let errors = results.iter().filter(|s| s.report.error.is_some()).count();
     let found = if screening.is_some() {

@@ -67,6 +67,9 @@ pub struct ScanArgs {
     /// Write the run summary as JSON here (a table is printed either way).
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+    /// Also write a self-contained HTML page of the report and summary here.
+    #[arg(long, value_name = "OUT")]
+    pub html: Option<PathBuf>,
     /// Continue an interrupted run of the same command.
     #[arg(long)]
     pub resume: bool,
@@ -228,6 +231,15 @@ pub fn run(data: &DataDir, args: &ScanArgs) -> Result<u8> {
     let summary = result.context("scan failed")?;
     if !args.quiet {
         print!("{}", summary.human());
+    }
+    if let Some(out) = &args.html {
+        super::report_page::write_after_scan(
+            out,
+            &options.report,
+            options.format,
+            &summary,
+            args.quiet,
+        )?;
     }
     Ok(summary.exit_code)
 }

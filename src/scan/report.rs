@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ScanError;
 use super::item::ItemKind;
-use crate::policy::Decision;
+use crate::policy::{Decision, MatchEvidence};
 use crate::registry::EffectiveStatus;
 
 /// Rows between durable commits of the report.
@@ -106,6 +106,31 @@ pub struct ReportMatch {
     /// audio members).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
+}
+
+impl ReportMatch {
+    /// The report form of a verdict's evidence; `member` names the sample
+    /// member it was found in.
+    pub fn from_evidence(e: &MatchEvidence, member: Option<String>) -> Self {
+        ReportMatch {
+            work_id: e.work_id.clone(),
+            title: e.title.clone(),
+            isrc: e.isrc.as_ref().map(|i| i.as_str().to_owned()),
+            holder: e.holder.clone(),
+            consent: e.consent,
+            consent_record: e.deciding_record.as_ref().map(|r| r.id),
+            outcome: e.outcome,
+            confident: e.confident,
+            score: e.score,
+            start_s: e.query_start_s,
+            end_s: e.query_end_s,
+            ref_start_s: e.ref_start_s,
+            ref_end_s: e.ref_end_s,
+            speed_factor: e.speed_factor,
+            pitch_factor: e.pitch_factor,
+            member,
+        }
+    }
 }
 
 /// The verdict on one audio part of an item (the item's only part, or one
@@ -349,6 +374,49 @@ pub fn recover(path: &Path, format: ReportFormat) -> Result<u64, ScanError> {
     Ok(rows)
 }
 
+/// Reads every row of a finished report. Unlike [`recover`] it changes
+/// nothing: a line that is not a complete row is an error naming the line.
+pub fn read_all(path: &Path, format: ReportFormat) -> Result<Vec<ReportRow>, ScanError> {
+    let file = File::open(path).map_err(|e| ScanError::io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let mut rows = Vec::new();
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| ScanError::io(path, e))?;
+        if n == 0 {
+            return Ok(rows);
+        }
+        number += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if number == 1 && format == ReportFormat::Csv {
+            if line.trim_ascii_end() != csv_header_line().trim_ascii_end() {
+                return Err(ScanError::input(
+                    path,
+                    format!("line 1 is not the CSV header {}", CSV_COLUMNS.join(",")),
+                ));
+            }
+            continue;
+        }
+        if line.last() != Some(&b'\n') {
+            line.push(b'\n');
+        }
+        let name = match format {
+            ReportFormat::Jsonl => "JSON lines",
+            ReportFormat::Csv => "CSV",
+        };
+        let row = parse_line(&line, format).ok_or_else(|| {
+            ScanError::input(path, format!("line {number} is not a {name} report row"))
+        })?;
+        rows.push(row);
+    }
+}
+
 /// Reads back the first rows of a (recovered) report, in order.
 pub struct RowReader {
     path: PathBuf,
@@ -431,6 +499,35 @@ mod tests {
             }],
             reasons: vec!["one".into(), "two\nlines".into()],
             error: None,
+        }
+    }
+
+    #[test]
+    fn read_all_reads_both_formats_and_names_a_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in [ReportFormat::Jsonl, ReportFormat::Csv] {
+            let path = dir.path().join(format!("r-{format:?}"));
+            let mut w = ReportWriter::open(&path, format, false).unwrap();
+            w.write(&row(0, RowVerdict::Block)).unwrap();
+            w.write(&row(1, RowVerdict::Allow)).unwrap();
+            w.commit().unwrap();
+            drop(w);
+            let rows = read_all(&path, format).unwrap();
+            assert_eq!(rows.len(), 2);
+            assert_eq!(rows[0].matches, row(0, RowVerdict::Block).matches);
+            assert_eq!(rows[1].verdict, RowVerdict::Allow);
+            let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(b"{\"item\": \"half").unwrap();
+            drop(f);
+            let before = std::fs::read(&path).unwrap();
+            let err = read_all(&path, format).unwrap_err().to_string();
+            let line = if format == ReportFormat::Csv { 4 } else { 3 };
+            assert!(err.contains(&format!("line {line} ")), "{err}");
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                before,
+                "the report is not changed"
+            );
         }
     }
 
