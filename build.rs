@@ -1,6 +1,7 @@
 //! Compiles `proto/earmark/v1/*.proto` with protox (pure Rust: no system
-//! `protoc`) into tonic/prost code, and writes the encoded file descriptor set
-//! that server reflection serves.
+//! `protoc`) into prost messages (always: fingerprint files use them) plus the
+//! tonic client and server stubs (with the `grpc` feature), and writes the
+//! encoded file descriptor set that server reflection serves.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -31,10 +32,21 @@ fn main() -> Result<(), Box<dyn Error>> {
         use protox::prost::Message as _;
         std::fs::write(out.join(DESCRIPTOR_FILE), fds.encode_to_vec())?;
     }
+    compile(fds)
+}
+
+#[cfg(feature = "grpc")]
+fn compile(fds: prost_types::FileDescriptorSet) -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .emit_rerun_if_changed(false)
         .compile_fds(fds)?;
+    Ok(())
+}
+
+#[cfg(not(feature = "grpc"))]
+fn compile(fds: prost_types::FileDescriptorSet) -> Result<(), Box<dyn Error>> {
+    prost_build::Config::new().compile_fds(fds)?;
     Ok(())
 }

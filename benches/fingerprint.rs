@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use earmark::data_dir::DataDir;
 use earmark::decode::{self, DecodeLimits};
-use earmark::engine::{self, DataDir};
 use earmark::fingerprint::{SAMPLE_RATE_HZ, Side, fingerprint_samples};
 use earmark::matcher::MatcherConfig;
 
@@ -97,11 +97,12 @@ fn bench_identify_ogg(c: &mut Criterion) {
             )
         })
         .collect();
-    let prepared: Vec<_> = engine::prepare_works(&jobs, &limits)
+    let prepared: Vec<_> = earmark::registration::prepare_works(&jobs, &limits)
         .into_iter()
         .collect::<Result<_, _>>()
         .expect("refs fingerprint");
-    engine::commit_works(&data.index_writer().expect("writer"), &prepared).expect("commit");
+    earmark::registration::commit_works(&data.index_writer().expect("writer"), &prepared)
+        .expect("commit");
     let index = data.open_index().expect("index");
     let seconds = decode::decode_file(&file, &limits, SAMPLE_RATE_HZ)
         .expect("decode")
@@ -116,7 +117,7 @@ fn bench_identify_ogg(c: &mut Criterion) {
         b.iter(|| decode::decode_file_stream(&file, &limits, SAMPLE_RATE_HZ, |_| {}))
     });
     group.bench_function("decode_fingerprint_match", |b| {
-        b.iter(|| engine::identify_file(&index, &file, &limits, &config))
+        b.iter(|| earmark::screening::identify_file(&index, &file, &limits, &config))
     });
     group.finish();
 }

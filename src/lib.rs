@@ -40,16 +40,26 @@
 //! read them with `cargo doc --document-private-items`.
 #![allow(rustdoc::private_intra_doc_links)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "grpc")]
+pub mod client;
+pub mod content;
+pub mod data_dir;
 pub mod decode;
-pub mod engine;
+pub mod error;
 pub mod fingerprint;
 pub mod index;
 pub mod matcher;
 pub mod policy;
+pub mod proto;
+pub mod registration;
 pub mod registry;
 pub mod report;
+#[cfg(feature = "scan")]
 pub mod scan;
+pub mod screening;
+#[cfg(feature = "grpc")]
 pub mod service;
 pub mod spectrogram;
 

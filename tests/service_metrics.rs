@@ -27,9 +27,7 @@ async fn reflection_lists_services_and_metrics_are_exported() {
 
     // Reflection: a generic client discovers every service and can fetch the
     // descriptors of the earmark ones.
-    let channel = earmark::service::client::connect(&url(&server), None)
-        .await
-        .unwrap();
+    let channel = earmark::client::connect(&url(&server), None).await.unwrap();
     let mut reflection = ServerReflectionClient::new(channel);
     let requests = vec![
         ServerReflectionRequest {

@@ -7,8 +7,8 @@ mod service_support;
 use std::time::Duration;
 
 use earmark::index::IndexWriter;
+use earmark::proto as pb;
 use earmark::registry::Role;
-use earmark::service::pb;
 use service_support::*;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -23,7 +23,7 @@ async fn health(
 }
 
 async fn health_at(url: &str, service: &str) -> Result<ServingStatus, tonic::Status> {
-    let channel = earmark::service::client::connect(url, None)
+    let channel = earmark::client::connect(url, None)
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let r = HealthClient::new(channel)
@@ -172,8 +172,8 @@ fn make_pki() -> Pki {
     }
 }
 
-fn tls_client(pki: &Pki, with_identity: bool) -> earmark::service::client::ClientTls {
-    earmark::service::client::ClientTls {
+fn tls_client(pki: &Pki, with_identity: bool) -> earmark::client::ClientTls {
+    earmark::client::ClientTls {
         ca: Some(pki.ca.clone().into_bytes()),
         identity: with_identity.then(|| {
             (
@@ -189,13 +189,13 @@ fn tls_client(pki: &Pki, with_identity: bool) -> earmark::service::client::Clien
 /// on failure.
 async fn screen_over(
     url: &str,
-    tls: Option<&earmark::service::client::ClientTls>,
+    tls: Option<&earmark::client::ClientTls>,
     key: &str,
 ) -> Result<pb::Decision, String> {
-    let channel = earmark::service::client::connect(url, tls)
+    let channel = earmark::client::connect(url, tls)
         .await
         .map_err(|e| e.to_string())?;
-    let mut client = earmark::service::client::screening(channel, Some(key), CLIENT_MAX_MESSAGE)
+    let mut client = earmark::client::screening(channel, Some(key), CLIENT_MAX_MESSAGE)
         .map_err(|e| e.to_string())?;
     screen(&mut client, "submissions/excerpt-mp3.mp3")
         .await
@@ -324,9 +324,9 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
     wait_health_at(&url, ServingStatus::Serving).await;
 
     // A request in flight: metadata sent, audio held back.
-    let channel = earmark::service::client::connect(&url, None).await.unwrap();
+    let channel = earmark::client::connect(&url, None).await.unwrap();
     let mut client =
-        earmark::service::client::screening(channel, Some(&screener), CLIENT_MAX_MESSAGE).unwrap();
+        earmark::client::screening(channel, Some(&screener), CLIENT_MAX_MESSAGE).unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(pb::ScreenRequest {
         part: Some(pb::screen_request::Part::Metadata(metadata(

@@ -2,9 +2,9 @@
 
 mod service_support;
 
+use earmark::client;
+use earmark::proto as pb;
 use earmark::registry::{Registry, Role};
-use earmark::service::client;
-use earmark::service::pb;
 use service_support::*;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -280,7 +280,7 @@ async fn attempt(
     method: Method,
     work: &str,
     holder: &str,
-    prints: &earmark::service::fpfile::FingerprintFile,
+    prints: &earmark::fingerprint::file::FingerprintFile,
 ) -> Code {
     let mut screen = screening(server, None).await;
     let mut reg = registry(server, None).await;
@@ -392,7 +392,7 @@ async fn every_auth_rule() {
         .revoke_key(&revoked_id, "test")
         .unwrap();
     let server = start(config(&data)).await;
-    let prints = earmark::service::fpfile::FingerprintFile::from_audio(
+    let prints = earmark::fingerprint::file::FingerprintFile::from_audio(
         &audio("submissions/speech.ogg"),
         &Default::default(),
     )

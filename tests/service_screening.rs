@@ -6,9 +6,9 @@ mod service_support;
 
 use std::time::Duration;
 
+use earmark::fingerprint::file::FingerprintFile;
+use earmark::proto as pb;
 use earmark::registry::Role;
-use earmark::service::fpfile::FingerprintFile;
-use earmark::service::pb;
 use service_support::*;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -307,11 +307,9 @@ async fn limits_shedding_and_cancellation() {
     insecure(&mut cfg);
     cfg.limits.per_connection = 1;
     let server = start(cfg).await;
-    let channel = earmark::service::client::connect(&url(&server), None)
-        .await
-        .unwrap();
+    let channel = earmark::client::connect(&url(&server), None).await.unwrap();
     let client_on = |channel: tonic::transport::Channel| {
-        earmark::service::client::screening(channel, None, CLIENT_MAX_MESSAGE).unwrap()
+        earmark::client::screening(channel, None, CLIENT_MAX_MESSAGE).unwrap()
     };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(pb::ScreenRequest {
@@ -415,5 +413,5 @@ async fn cancelled_call_abandons_its_job() {
 }
 
 fn client_requests(bytes: &[u8]) -> Vec<pb::ScreenRequest> {
-    earmark::service::client::screen_requests(metadata("noise.wav", pb::Scope::AiTraining), bytes)
+    earmark::client::screen_requests(metadata("noise.wav", pb::Scope::AiTraining), bytes)
 }

@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use crate::data_dir::DataDir;
 use crate::decode::DecodeLimits;
-use crate::engine::{self, Catalog, DataDir, Registration};
 use crate::policy::{Decision, PolicyConfig};
+use crate::registration::Catalog;
+use crate::registration::Registration;
 use crate::registry::{ConsentStatus, NewConsent, NewWork, Scope, WorkId};
 use crate::report;
 
@@ -148,10 +150,10 @@ fn collect_work_ids(v: &serde_json::Value, ids: &mut BTreeSet<String>) {
 
 /// The registration of one reference clip, with its demo metadata and consent.
 fn demo_registration(
-    work: engine::PreparedWork,
+    work: crate::registration::PreparedWork,
     now: time::OffsetDateTime,
 ) -> Result<Registration> {
-    let sha256 = engine::sha256_file(&work.source)?;
+    let sha256 = crate::content::sha256_file(&work.source)?;
     let known = DEMO_WORKS.iter().find(|d| d.id == work.work_id);
     let holder = known.map_or("unknown", |d| d.holder);
     let consents = known
@@ -166,7 +168,7 @@ fn demo_registration(
         iswc: None,
         holder: holder.to_owned(),
         holder_isni: None,
-        reference: engine::reference_summary(&work, &sha256),
+        reference: crate::registration::reference_summary(&work, &sha256),
     };
     Ok(Registration {
         work,
@@ -190,7 +192,7 @@ fn register_refs(data: &DataDir, refs: &[PathBuf]) -> Result<Vec<String>> {
     let catalog = Catalog::open(data)?;
     let now = catalog.registry.now();
     let mut items = Vec::new();
-    for result in engine::prepare_works(&jobs, &DecodeLimits::default()) {
+    for result in crate::registration::prepare_works(&jobs, &DecodeLimits::default()) {
         items.push(demo_registration(result?, now)?);
     }
     let mut ids = Vec::new();

@@ -17,8 +17,8 @@ use clap::Args;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::data_dir::DataDir;
 use crate::decode::DecodeLimits;
-use crate::engine::{self, DataDir};
 use crate::fingerprint::CONFIG_ID;
 use crate::matcher::{Match, MatcherConfig};
 
@@ -125,7 +125,7 @@ fn reference_index(set: &Path, rebuild: bool) -> Result<DataDir> {
             .map(|r| (r.work_id.clone(), r.path.clone()))
             .collect();
         let mut prepared = Vec::new();
-        for result in engine::prepare_works(&jobs, &limits) {
+        for result in crate::registration::prepare_works(&jobs, &limits) {
             match result {
                 Ok(work) => {
                     total_s += work.info.duration_s;
@@ -134,7 +134,7 @@ fn reference_index(set: &Path, rebuild: bool) -> Result<DataDir> {
                 Err(err) => eprintln!("eval: skipping reference: {err}"),
             }
         }
-        engine::commit_works(&writer, &prepared)?;
+        crate::registration::commit_works(&writer, &prepared)?;
     }
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!(
@@ -160,7 +160,7 @@ fn evaluate_query(
     config: &MatcherConfig,
 ) -> QueryOutcome {
     let started = Instant::now();
-    let result = engine::identify_file(index, &q.path, &DecodeLimits::default(), config);
+    let result = crate::screening::identify_file(index, &q.path, &DecodeLimits::default(), config);
     let seconds = started.elapsed().as_secs_f64();
     let mut outcome = QueryOutcome {
         query_id: q.query_id.clone(),

@@ -16,12 +16,13 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rayon::prelude::*;
 
+use crate::data_dir::DataDir;
 use crate::decode::DecodeLimits;
-use crate::engine::{self, DataDir};
 use crate::matcher::MatcherConfig;
-use crate::policy::{self, Decision, PolicyConfig, UnknownConsent, Verdict, VerdictContext};
+use crate::policy::{Decision, PolicyConfig, UnknownConsent, Verdict};
 use crate::registry::{Registry, Scope};
 use crate::report::{self, FileReport};
+use crate::screening::{Screener, Submission, SubmissionId};
 use registry_cmds::{AuditCmd, ConsentCmd, KeysCmd, LedgerCmd};
 pub use works::WorksCmd;
 
@@ -40,7 +41,7 @@ pub const EXIT_ERROR: u8 = 2;
 )]
 pub struct Cli {
     /// Data directory (index + registry).
-    #[arg(long, global = true, env = "EARMARK_DATA", default_value = engine::DEFAULT_DATA_DIR)]
+    #[arg(long, global = true, env = "EARMARK_DATA", default_value = crate::data_dir::DEFAULT_DATA_DIR)]
     pub data: PathBuf,
     /// More logging (-v info, -vv debug); or set EARMARK_LOG.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -154,7 +155,12 @@ impl PolicyArgs {
                 unknown_consent,
                 territory: None,
             },
-            submission_id: self.submission_id.clone(),
+            submission_id: self
+                .submission_id
+                .as_deref()
+                .map(SubmissionId::named)
+                .transpose()
+                .context("--submission-id")?,
             record_attributions: !self.no_ledger,
         }))
     }
@@ -166,7 +172,7 @@ pub struct Screening {
     pub purpose: Scope,
     pub config: PolicyConfig,
     /// Fixed submission id (single file); default: `sha256:<hex of the file>`.
-    pub submission_id: Option<String>,
+    pub submission_id: Option<SubmissionId>,
     /// Write attributions of allowed verdicts to the ledger.
     pub record_attributions: bool,
 }
@@ -308,7 +314,7 @@ pub fn identify_reports(
 
 /// Applies `f` to every file, in parallel, results in input order. A single
 /// file runs on the calling thread: there it decodes on one core while the
-/// other fingerprints (see [`engine::fingerprint_file`]), where a pool worker
+/// other fingerprints (see [`crate::fingerprint::audio::fingerprint_file`]), where a pool worker
 /// would do both in turn.
 fn map_files<T: Send>(files: &[PathBuf], f: impl Fn(&Path) -> T + Sync) -> Vec<T> {
     match files {
@@ -323,7 +329,7 @@ fn identify_one(
     limits: &DecodeLimits,
     config: &MatcherConfig,
 ) -> FileReport {
-    match engine::identify_file(index, path, limits, config) {
+    match crate::screening::identify_file(index, path, limits, config) {
         Ok(found) => FileReport {
             file: path.display().to_string(),
             duration_s: Some(found.duration_s),
@@ -340,9 +346,10 @@ fn identify_one(
 }
 
 /// Identifies works in `files` (in parallel, results in input order) and, with
-/// a screening, decides a verdict per file and records attributions of allowed
-/// uses. Matches of works the registry does not hold (an interrupted
-/// registration) are dropped when a registry exists.
+/// a screening, has the [`Screener`] decide a verdict per file and record
+/// attributions of allowed uses. Without a screening, matches of works the
+/// registry does not hold (an interrupted registration) are left out of the
+/// report; with one, the policy flags them.
 pub fn screen(
     data: &DataDir,
     files: &[PathBuf],
@@ -355,69 +362,61 @@ pub fn screen(
     } else {
         None
     };
-    let registered = registry.as_ref().map(Registry::work_ids).transpose()?;
     let limits = DecodeLimits::default();
     let want_sha = screening.is_some_and(|s| s.submission_id.is_none());
-    let found: Vec<(FileReport, Option<String>)> = map_files(files, |path| {
+    let found: Vec<(FileReport, Option<SubmissionId>)> = map_files(files, |path| {
         let mut report = identify_one(&index, path, &limits, config);
         let mut sha = None;
         if want_sha && report.error.is_none() {
-            match engine::sha256_file(path) {
-                Ok(hex) => sha = Some(format!("sha256:{hex}")),
+            match crate::content::sha256_file(path) {
+                Ok(hex) => sha = SubmissionId::from_sha256(&hex).ok(),
                 Err(err) => report.error = Some(err.to_string()),
             }
         }
         (report, sha)
     });
     let mut screened = Vec::with_capacity(found.len());
-    for (mut report, sha) in found {
-        if let Some(ids) = &registered {
-            report.matches.retain(|m| ids.contains(&m.work_id));
-        }
-        let (verdict, recorded) = match (screening, &registry) {
-            (Some(s), Some(reg)) if report.error.is_none() => {
-                let submission_id = s.submission_id.clone().or(sha).unwrap_or_default();
-                decide(&report, s, submission_id, index.generation(), reg)?
+    match (screening, &registry) {
+        (Some(s), Some(reg)) => {
+            let screener = Screener::new(&index, reg, &s.config, config)
+                .recording_if(s.record_attributions, reg);
+            for (report, sha) in found {
+                let id = match (&s.submission_id, sha) {
+                    (Some(named), _) => Some(named.clone()),
+                    (None, sha) => sha,
+                };
+                let outcome = match id {
+                    Some(id) if report.error.is_none() => {
+                        let submission = Submission {
+                            id,
+                            name: report.file.clone(),
+                        };
+                        Some(screener.decide(&submission, &report.matches, s.purpose, reg.now())?)
+                    }
+                    _ => None,
+                };
+                screened.push(Screened {
+                    attributions_recorded: outcome.as_ref().map_or(0, |o| o.attributions_recorded),
+                    verdict: outcome.map(|o| o.verdict),
+                    report,
+                });
             }
-            _ => (None, 0),
-        };
-        screened.push(Screened {
-            report,
-            verdict,
-            attributions_recorded: recorded,
-        });
+        }
+        _ => {
+            let registered = registry.as_ref().map(Registry::work_ids).transpose()?;
+            for (mut report, _) in found {
+                if let Some(ids) = &registered {
+                    report.matches.retain(|m| ids.contains(&m.work_id));
+                }
+                screened.push(Screened {
+                    report,
+                    verdict: None,
+                    attributions_recorded: 0,
+                });
+            }
+        }
     }
     Ok(screened)
-}
-
-/// The verdict of one file, with attributions recorded for an allowed use.
-fn decide(
-    report: &FileReport,
-    screening: &Screening,
-    submission_id: String,
-    index_generation: u64,
-    registry: &Registry,
-) -> Result<(Option<Verdict>, usize)> {
-    let context = VerdictContext {
-        submission_id,
-        submission_name: report.file.clone(),
-        index_generation,
-        engine_version: crate::ENGINE_VERSION.to_owned(),
-    };
-    let verdict = policy::decide(
-        &report.matches,
-        screening.purpose,
-        registry.now(),
-        registry,
-        &screening.config,
-        context,
-    )?;
-    let recorded = if screening.record_attributions && verdict.decision == Decision::Allow {
-        policy::record_attributions(&verdict, registry)?
-    } else {
-        0
-    };
-    Ok((Some(verdict), recorded))
 }
 
 /// Human-readable verdict lines of one file.

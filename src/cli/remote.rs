@@ -9,11 +9,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use super::{EXIT_CLEAN, EXIT_ERROR, EXIT_FOUND};
+use crate::client::{self, ClientTls, ScreeningClient};
 use crate::decode::DecodeLimits;
+use crate::fingerprint::file::{FingerprintFile, MAGIC};
+use crate::proto as pb;
 use crate::registry::Scope;
-use crate::service::client::{self, ClientTls, ScreeningClient};
-use crate::service::fpfile::{FingerprintFile, MAGIC};
-use crate::service::pb;
 
 /// Client message size limit (responses are small; uploads are chunked).
 const CLIENT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -131,7 +131,7 @@ pub fn run_identify_remote(
         bail!("--remote URL is required");
     };
     let url = normalise_url(url);
-    let purpose = crate::service::scope_to_pb(purpose);
+    let purpose = crate::proto::scope_to_pb(purpose);
     runtime()?.block_on(async {
         let mut client = remote.conn.screening(&url).await?;
         let stdout = std::io::stdout();
@@ -344,7 +344,7 @@ pub fn run_bench(cmd: &BenchCmd) -> Result<u8> {
     }
     let inputs = bench_inputs(args)?;
     let url = normalise_url(&args.addr);
-    let purpose = crate::service::scope_to_pb(args.purpose);
+    let purpose = crate::proto::scope_to_pb(args.purpose);
     runtime()?.block_on(async {
         let mut clients = Vec::with_capacity(args.concurrency);
         for _ in 0..args.concurrency {

@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Thresholds;
-use crate::engine::DataDir;
+use crate::data_dir::DataDir;
 use crate::policy::{PolicyConfig, UnknownConsent};
 use crate::registry::{Scope, Territory};
 use crate::scan::{
@@ -91,6 +91,10 @@ pub struct ScanArgs {
     /// Skip the SHA-256 of each item (the report's content_sha256).
     #[arg(long)]
     pub no_hash: bool,
+    /// Do not record allowed opted-in uses in the attribution ledger (a dry
+    /// run; with --remote, the server is asked not to record them either).
+    #[arg(long)]
+    pub no_ledger: bool,
     /// No progress bar and no summary table.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -152,6 +156,7 @@ impl ScanArgs {
         options.input.audio_column = self.audio_column.clone();
         options.input.max_member_bytes = self.max_member_bytes;
         options.hash_content = !self.no_hash;
+        options.record_attributions = !self.no_ledger;
         options
     }
 }
@@ -213,6 +218,7 @@ pub fn run(data: &DataDir, args: &ScanArgs) -> Result<u8> {
             args.conn.api_key.as_deref(),
             args.purpose,
             args.territory.as_ref(),
+            !args.no_ledger,
         )?;
         options.remote = Some(std::sync::Arc::new(remote));
     }

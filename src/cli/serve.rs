@@ -9,11 +9,11 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::{EXIT_CLEAN, Thresholds};
+use crate::data_dir::DataDir;
 use crate::decode::DecodeLimits;
-use crate::engine::DataDir;
+use crate::fingerprint::file::FingerprintFile;
 use crate::policy::{PolicyConfig, UnknownConsent};
 use crate::registry::Territory;
-use crate::service::fpfile::FingerprintFile;
 use crate::service::{AuthMode, Limits, ServerConfig, TlsPem};
 
 /// Default gRPC listen address.

@@ -1,6 +1,6 @@
 //! `earmark works …`: register, import, remove and inspect works.
 //!
-//! Writes go through [`engine::Catalog`], which keeps the fingerprint index and
+//! Writes go through [`crate::registration::Catalog`], which keeps the fingerprint index and
 //! the registry consistent (a work is registered with its fingerprints, or not
 //! at all). Read-only subcommands (`list`, `show`) only open the registry.
 
@@ -16,8 +16,10 @@ use serde_json::json;
 
 use super::EXIT_CLEAN;
 use super::registry_cmds::{self, ActorArg, WorksReadCmd, scope_parser, status_parser};
+use crate::data_dir::DataDir;
 use crate::decode::DecodeLimits;
-use crate::engine::{self, Catalog, DataDir, Registration};
+use crate::registration::Catalog;
+use crate::registration::Registration;
 use crate::registry::catalog::{self as catalog_file, CatalogRow, CatalogRowError};
 use crate::registry::{
     ConsentSource, ConsentStatus, ExistingWork, Isni, Isrc, Iswc, NewConsent, NewWork, Scope,
@@ -155,7 +157,7 @@ pub fn run(data: &DataDir, cmd: WorksCmd) -> Result<u8> {
 fn add(data: &DataDir, args: AddArgs) -> Result<u8> {
     let id = args.id.to_string();
     let file = &args.file;
-    let sha256 = engine::sha256_file(file)?;
+    let sha256 = crate::content::sha256_file(file)?;
     let catalog = Catalog::open(data)?;
     match catalog.registry.existing_work(&id, &sha256)? {
         ExistingWork::NotRegistered => {}
@@ -167,7 +169,7 @@ fn add(data: &DataDir, args: AddArgs) -> Result<u8> {
              remove it first to replace it"
         ),
     }
-    let work = engine::prepare_work(&id, file, &DecodeLimits::default())?;
+    let work = crate::registration::prepare_work(&id, file, &DecodeLimits::default())?;
     let actor = args.actor.resolve();
     let now = catalog.registry.now();
     let holder = args.holder.trim().to_owned();
@@ -199,7 +201,7 @@ fn add(data: &DataDir, args: AddArgs) -> Result<u8> {
         iswc: args.iswc.clone(),
         holder,
         holder_isni: args.holder_isni.clone(),
-        reference: engine::reference_summary(&work, &sha256),
+        reference: crate::registration::reference_summary(&work, &sha256),
     };
     let registered = catalog
         .register(&work, metadata, &consents, &actor)
@@ -374,10 +376,10 @@ fn import_rows(
             Err(e) => progress.fail(summary, e.into()),
         }
     }
-    let hashed: Vec<(CatalogRow, Result<String, engine::EngineError>)> = valid
+    let hashed: Vec<(CatalogRow, Result<String, crate::error::EngineError>)> = valid
         .into_par_iter()
         .map(|row| {
-            let sha = engine::sha256_file(&row.file);
+            let sha = crate::content::sha256_file(&row.file);
             (row, sha)
         })
         .collect();
@@ -411,14 +413,14 @@ fn import_rows(
             .iter()
             .map(|(row, _)| (row.id.to_string(), row.file.clone()))
             .collect();
-        let prepared = engine::prepare_works(&jobs, &limits);
+        let prepared = crate::registration::prepare_works(&jobs, &limits);
         let now = catalog.registry.now();
         let mut items = Vec::new();
         let mut item_rows = Vec::new();
         for ((row, sha), work) in batch.iter().zip(prepared) {
             match work {
                 Ok(work) => {
-                    let metadata = row.new_work(engine::reference_summary(&work, sha));
+                    let metadata = row.new_work(crate::registration::reference_summary(&work, sha));
                     items.push(Registration {
                         work,
                         metadata,
@@ -438,7 +440,7 @@ fn import_rows(
                     summary.registered += 1;
                     progress.done(1);
                 }
-                Err(engine::EngineError::Registry(err)) if is_fatal(&err) => {
+                Err(crate::error::EngineError::Registry(err)) if is_fatal(&err) => {
                     return Err(err).context(format!("registering '{}'", row.id));
                 }
                 Err(err) => progress.fail(summary, failure(row, err.to_string())),

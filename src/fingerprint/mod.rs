@@ -45,6 +45,8 @@
 //! ([`QUERY_VERIFY_PEAKS_PER_SECOND`], [`QUERY_VERIFY_NEIGHBOURHOOD_BINS`]) are
 //! never stored and only change scores, not compatibility.
 
+pub mod audio;
+pub mod file;
 mod hash;
 mod peaks;
 mod stream;

@@ -5,7 +5,7 @@
 //!    lists far longer than the index's mean ([`STOP_HASH_MEAN_MULTIPLE`]) — are
 //!    skipped: music makes some triplet shapes very common, and they bring most of
 //!    the chance hits for little evidence. [`HitGatherer`] takes the prints in
-//!    batches, so `engine::identify_file` looks up each block's prints while
+//!    batches, so `crate::screening::identify_file` looks up each block's prints while
 //!    the rest of the file is still decoding ([`find_matches_gathered`]).
 //! 2. **Vote.** For each work with enough raw hits, a Hough transform over the time
 //!    map `t_ref = s · t_query + o` tries every speed factor `s` on a fine grid

@@ -26,6 +26,17 @@ pub enum RegistryError {
          upgrade earmark"
     )]
     SchemaTooNew { found: i64, supported: i64 },
+    #[error(
+        "registry {path} is at schema version {found}, this build reads version {supported}; \
+         open it once read-write (any `earmark` command on the data directory) to migrate it"
+    )]
+    SchemaNotMigrated {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("no registry at {path} (register works first)")]
+    Missing { path: PathBuf },
     #[error("migrating the registry schema to version {version}: {source}")]
     Migration {
         version: i64,

@@ -416,6 +416,64 @@ mod tests {
     }
 
     #[test]
+    fn ledgers_of_bare_hex_ids_migrate_to_the_one_rule() {
+        let (dir, reg) = open_temp();
+        reg.add_work(sample_work("a"), &[], "admin").unwrap();
+        let (h1, h2) = ("ab".repeat(32), "CD".repeat(32));
+        let at = datetime!(2026-01-05 0:00 UTC);
+        let rec = |sub: &str, s: f64| {
+            assert!(
+                reg.record_attribution("a", s, sub, "n", Scope::AiTraining, at)
+                    .unwrap()
+            );
+        };
+        // As a version-1 ledger held them: the same use under both forms,
+        // bare hex alone, and ids that are not content hashes.
+        rec(&h1, 10.0);
+        rec(&format!("sha256:{h1}"), 10.0);
+        rec(&h2, 4.0);
+        rec("prints:0123", 2.0);
+        rec("batch-7/item-3", 1.0);
+        reg.with_raw_connection(|c| c.pragma_update(None, "user_version", 1i64).unwrap());
+        drop(reg);
+        let reg = Registry::open(dir.path()).unwrap();
+        let mut ids: Vec<(String, f64)> = reg.with_raw_connection(|c| {
+            let mut st = c
+                .prepare("SELECT submission_id, seconds FROM attributions")
+                .unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        });
+        ids.sort_by(|a, b| a.0.cmp(&b.0));
+        let want = vec![
+            ("batch-7/item-3".to_owned(), 1.0),
+            ("prints:0123".to_owned(), 2.0),
+            (format!("sha256:{h1}"), 10.0),
+            (format!("sha256:{}", h2.to_lowercase()), 4.0),
+        ];
+        assert_eq!(ids, want);
+        let totals = reg.ledger_totals(None, None).unwrap();
+        assert_eq!((totals[0].seconds, totals[0].submissions), (17.0, 4));
+        // The ledger is append-only again, and the new form is idempotent.
+        assert!(
+            !reg.record_attribution(
+                "a",
+                10.0,
+                &format!("sha256:{h1}"),
+                "n",
+                Scope::AiTraining,
+                at
+            )
+            .unwrap()
+        );
+        let update =
+            reg.with_raw_connection(|c| c.execute("UPDATE attributions SET seconds = 0", []));
+        assert!(update.is_err());
+    }
+
+    #[test]
     fn invalid_attributions_write_nothing() {
         let (_dir, reg) = open_temp();
         reg.add_work(sample_work("a"), &[], "admin").unwrap();

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use time::OffsetDateTime;
 
 pub use audit::{AuditEntry, AuditProblem, AuditReport};
@@ -108,6 +108,45 @@ impl Registry {
             conn: Mutex::new(conn),
             path,
             clock,
+        })
+    }
+
+    /// Opens an existing `data_dir/registry.sqlite` for reading only: nothing
+    /// is created or migrated, and every write fails. For screening workers
+    /// that share a data directory they must not change (Python, Ray).
+    pub fn open_read_only(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(REGISTRY_FILE);
+        if !path.is_file() {
+            return Err(RegistryError::Missing { path });
+        }
+        let open_err = |source| RegistryError::Open {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(open_err)?;
+        let supported = schema::current_version();
+        if found > supported {
+            return Err(RegistryError::SchemaTooNew { found, supported });
+        }
+        if found < supported {
+            return Err(RegistryError::SchemaNotMigrated {
+                path,
+                found,
+                supported,
+            });
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path,
+            clock: Box::new(OffsetDateTime::now_utc),
         })
     }
 

@@ -24,7 +24,33 @@ use rusqlite::Connection;
 use super::error::{RegistryError, Result};
 
 /// Schema migrations; index `i` upgrades from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+
+/// One submission-id rule (`screening::SubmissionId`): ledger rows that stored
+/// a content hash as bare hex get the `sha256:` prefix, so they aggregate with
+/// rows written under the rule. Where both forms of one submission were
+/// recorded for the same work and purpose (the same use counted twice), the
+/// bare-hex row goes. The append-only triggers are lifted for this one
+/// rewrite only and put back in the same transaction.
+const MIGRATION_2: &str = r#"
+DROP TRIGGER attributions_no_update;
+DROP TRIGGER attributions_no_delete;
+DELETE FROM attributions
+ WHERE length(submission_id) = 64
+   AND lower(submission_id) NOT GLOB '*[^0-9a-f]*'
+   AND EXISTS (SELECT 1 FROM attributions AS twin
+                WHERE twin.submission_id = 'sha256:' || lower(attributions.submission_id)
+                  AND twin.reg_no = attributions.reg_no
+                  AND twin.purpose = attributions.purpose);
+UPDATE attributions
+   SET submission_id = 'sha256:' || lower(submission_id)
+ WHERE length(submission_id) = 64
+   AND lower(submission_id) NOT GLOB '*[^0-9a-f]*';
+CREATE TRIGGER attributions_no_update BEFORE UPDATE ON attributions
+BEGIN SELECT RAISE(ABORT, 'the attribution ledger is append-only'); END;
+CREATE TRIGGER attributions_no_delete BEFORE DELETE ON attributions
+BEGIN SELECT RAISE(ABORT, 'the attribution ledger is append-only'); END;
+"#;
 
 /// The schema version this build writes.
 pub fn current_version() -> i64 {

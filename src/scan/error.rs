@@ -13,7 +13,7 @@ pub enum ScanError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
-    Engine(Box<crate::engine::EngineError>),
+    Engine(Box<crate::error::EngineError>),
     /// `--resume` cannot continue the earlier run.
     #[error("cannot resume: {reason}")]
     Resume { reason: String },
@@ -23,8 +23,8 @@ pub enum ScanError {
     Fatal { reason: String },
 }
 
-impl From<crate::engine::EngineError> for ScanError {
-    fn from(e: crate::engine::EngineError) -> Self {
+impl From<crate::error::EngineError> for ScanError {
+    fn from(e: crate::error::EngineError) -> Self {
         ScanError::Engine(Box::new(e))
     }
 }

@@ -52,11 +52,12 @@ pub use output::OutputSpec;
 pub use report::{ReportFormat, ReportRow, RowVerdict};
 pub use summary::ScanSummary;
 
+use crate::data_dir::DataDir;
 use crate::decode::DecodeLimits;
-use crate::engine::DataDir;
 use crate::matcher::MatcherConfig;
 use crate::policy::{POLICY_VERSION, PolicyConfig};
 use crate::registry::Scope;
+use crate::screening::Screener;
 use item::Event;
 use pipeline::{Done, PipelineConfig};
 use screen::ScreenContext;
@@ -100,8 +101,12 @@ pub struct ScanOptions {
     /// Worker threads (0: one per core).
     pub jobs: usize,
     pub input: InputOptions,
-    /// Compute `content_sha256` for every item.
+    /// Compute `content_sha256` for every item (also the submission id in the
+    /// ledger; without it, the id is the hash of the prints).
     pub hash_content: bool,
+    /// Record allowed opted-in uses in the attribution ledger (false: a dry
+    /// run). With `remote`, the server records them.
+    pub record_attributions: bool,
     /// Screen through this server instead of the local data directory.
     pub remote: Option<std::sync::Arc<remote::RemoteScreener>>,
 }
@@ -126,6 +131,7 @@ impl ScanOptions {
                 ..InputOptions::default()
             },
             hash_content: true,
+            record_attributions: true,
             remote: None,
         }
     }
@@ -330,8 +336,12 @@ pub fn run_scan(
     } else {
         options.jobs
     };
-    let backend = match (&local, &options.remote) {
-        (Some((index, registry)), _) => screen::Backend::Local { index, registry },
+    let screener = local.as_ref().map(|(index, registry)| {
+        Screener::new(index, registry, &options.policy, &options.matcher)
+            .recording_if(options.record_attributions, registry)
+    });
+    let backend = match (&screener, &options.remote) {
+        (Some(screener), _) => screen::Backend::Local(screener),
         (None, Some(remote)) => screen::Backend::Remote(remote),
         (None, None) => {
             return Err(ScanError::Fatal {
@@ -342,8 +352,6 @@ pub fn run_scan(
     let ctx = ScreenContext {
         backend,
         limits: options.limits,
-        matcher: options.matcher,
-        policy: options.policy.clone(),
         purpose: options.purpose,
         at: started_at,
         hash_content: options.hash_content,

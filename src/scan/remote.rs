@@ -15,13 +15,13 @@ use std::sync::Mutex;
 use tonic::Code;
 
 use super::error::ScanError;
-use super::report::{ReportMatch, RowVerdict};
+use super::report::{PartVerdict, ReportMatch, RowVerdict};
+use crate::client::{self, ClientTls, ScreeningClient};
+use crate::fingerprint::file::FingerprintFile;
 use crate::fingerprint::{CONFIG_ID, Fingerprint};
 use crate::policy::Decision;
+use crate::proto as pb;
 use crate::registry::{EffectiveStatus, Scope, Territory};
-use crate::service::client::{self, ClientTls, ScreeningClient};
-use crate::service::fpfile::FingerprintFile;
-use crate::service::pb;
 
 /// Client message size limit (responses are small; prints are batched).
 const CLIENT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -47,6 +47,8 @@ pub struct RemoteScreener {
     purpose: pb::Scope,
     territory: String,
     seen: Mutex<Option<RemotePolicy>>,
+    /// False: ask the server not to record allowed uses (a dry run).
+    record_attributions: bool,
 }
 
 impl std::fmt::Debug for RemoteScreener {
@@ -55,13 +57,6 @@ impl std::fmt::Debug for RemoteScreener {
             .field("url", &self.url)
             .finish_non_exhaustive()
     }
-}
-
-/// The server's verdict on one audio part.
-pub struct RemoteVerdict {
-    pub decision: RowVerdict,
-    pub reasons: Vec<String>,
-    pub matches: Vec<ReportMatch>,
 }
 
 fn fatal(url: &str, reason: impl std::fmt::Display) -> ScanError {
@@ -78,6 +73,7 @@ impl RemoteScreener {
         api_key: Option<&str>,
         purpose: Scope,
         territory: Option<&Territory>,
+        record_attributions: bool,
     ) -> Result<Self, ScanError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(RUNTIME_THREADS)
@@ -93,9 +89,10 @@ impl RemoteScreener {
             runtime,
             client,
             url: url.to_owned(),
-            purpose: crate::service::scope_to_pb(purpose),
+            purpose: crate::proto::scope_to_pb(purpose),
             territory: territory.map(|t| t.as_str().to_owned()).unwrap_or_default(),
             seen: Mutex::new(None),
+            record_attributions,
         })
     }
 
@@ -120,12 +117,13 @@ impl RemoteScreener {
         name: &str,
         submission_id: Option<&str>,
         member: Option<&str>,
-    ) -> Result<Result<RemoteVerdict, String>, ScanError> {
+    ) -> Result<Result<PartVerdict, String>, ScanError> {
         let file = FingerprintFile {
             header: pb::FingerprintHeader {
                 submission: Some(pb::SubmissionMetadata {
                     submission_id: submission_id.unwrap_or_default().to_owned(),
                     file_name: name.to_owned(),
+                    no_ledger: !self.record_attributions,
                     ..pb::SubmissionMetadata::default()
                 }),
                 config_id: CONFIG_ID,
@@ -187,7 +185,7 @@ impl RemoteScreener {
         let Some(matches) = matches else {
             return Ok(Err("server answered with unspecified consent values".into()));
         };
-        Ok(Ok(RemoteVerdict {
+        Ok(Ok(PartVerdict {
             decision,
             reasons: verdict.reasons,
             matches,

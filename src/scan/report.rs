@@ -108,6 +108,15 @@ pub struct ReportMatch {
     pub member: Option<String>,
 }
 
+/// The verdict on one audio part of an item (the item's only part, or one
+/// audio member of a WebDataset sample), made locally or by a server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartVerdict {
+    pub decision: RowVerdict,
+    pub reasons: Vec<String>,
+    pub matches: Vec<ReportMatch>,
+}
+
 /// One report row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportRow {

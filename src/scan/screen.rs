@@ -1,33 +1,30 @@
-//! Screening one item: decode + fingerprint + match (engine), then the policy
-//! verdict. Anything that goes wrong makes the item an `error` row (fail
-//! closed); nothing here stops the scan.
+//! Screening one item: decode and fingerprint each audio part, then have the
+//! [`Screener`] (or the screening server) decide on it. An item's verdict is
+//! the strictest of its parts'. Anything that goes wrong makes the item an
+//! `error` row (fail closed); nothing here stops the scan.
 
 use sha2::Digest;
 use time::OffsetDateTime;
 
 use super::error::ScanError;
 use super::item::{Item, Member, Payload};
-use super::remote::{RemoteScreener, RemoteVerdict};
-use super::report::{ReportMatch, ReportRow, RowVerdict};
+use super::remote::RemoteScreener;
+use super::report::{PartVerdict, ReportMatch, ReportRow, RowVerdict};
 use super::sniff;
+use crate::content::sha256_hex;
 use crate::decode::DecodeLimits;
-use crate::engine;
 use crate::fingerprint::{Fingerprint, Side};
-use crate::index::Index;
-use crate::matcher::{self, Match, MatcherConfig};
-use crate::policy::{self, MatchEvidence, PolicyConfig, VerdictContext};
-use crate::registry::{Registry, Scope};
+use crate::policy::{MatchEvidence, Verdict};
+use crate::registry::Scope;
+use crate::screening::{Screener, Submission, SubmissionId};
 
 /// Resolution of reported durations (seconds).
 const DURATION_RESOLUTION: f64 = 1000.0;
 
 /// Where matching and the verdict happen.
 pub enum Backend<'a> {
-    /// This machine's index and registry.
-    Local {
-        index: &'a Index,
-        registry: &'a Registry,
-    },
+    /// This machine's index, registry and ledger.
+    Local(&'a Screener<'a>),
     /// A screening server (`--remote`); fingerprints are computed here.
     Remote(&'a RemoteScreener),
 }
@@ -36,8 +33,6 @@ pub enum Backend<'a> {
 pub struct ScreenContext<'a> {
     pub backend: Backend<'a>,
     pub limits: DecodeLimits,
-    pub matcher: MatcherConfig,
-    pub policy: PolicyConfig,
     pub purpose: Scope,
     /// The instant consent is evaluated at (the start of the scan).
     pub at: OffsetDateTime,
@@ -47,20 +42,12 @@ pub struct ScreenContext<'a> {
     pub keep_payload: bool,
 }
 
-/// What one audio part of an item led to.
-enum Found {
-    /// Matches against the local index (the verdict is made per item).
-    Matches(Vec<Match>),
-    /// The server's verdict on this part.
-    Verdict(RemoteVerdict),
-}
-
 /// What decoding found in one audio part of an item.
 struct Part {
     member: Option<String>,
     duration_s: f64,
     sha256: Option<String>,
-    found: Found,
+    verdict: PartVerdict,
 }
 
 /// Why an item has no row yet.
@@ -75,10 +62,6 @@ impl From<String> for Failure {
     fn from(reason: String) -> Self {
         Failure::Item(reason)
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Screens one item and returns its report row; `Err` only when the scan
@@ -108,81 +91,44 @@ pub fn screen(item: &mut Item, ctx: &ScreenContext<'_>) -> Result<ReportRow, Sca
     let duration: f64 = parts.iter().map(|p| p.duration_s).sum();
     row.duration_s = Some((duration * DURATION_RESOLUTION).round() / DURATION_RESOLUTION);
     row.content_sha256 = combined_sha(&parts);
-    match &ctx.backend {
-        Backend::Local { index, registry } => local_verdict(&mut row, parts, index, registry, ctx),
-        Backend::Remote(_) => remote_verdict(&mut row, parts),
-    }
+    combine(&mut row, parts);
     Ok(row)
 }
 
-fn local_verdict(
-    row: &mut ReportRow,
-    parts: Vec<Part>,
-    index: &Index,
-    registry: &Registry,
-    ctx: &ScreenContext<'_>,
-) {
-    let mut members: Vec<Option<String>> = Vec::new();
-    let mut matches: Vec<Match> = Vec::new();
-    for part in parts {
-        if let Found::Matches(found) = part.found {
-            members.extend(found.iter().map(|_| part.member.clone()));
-            matches.extend(found);
-        }
-    }
-    let context = VerdictContext {
-        submission_id: row
-            .content_sha256
-            .clone()
-            .unwrap_or_else(|| row.item.clone()),
-        submission_name: row.item.clone(),
-        index_generation: index.generation(),
-        engine_version: crate::ENGINE_VERSION.to_owned(),
-    };
-    match policy::decide(
-        &matches,
-        ctx.purpose,
-        ctx.at,
-        registry,
-        &ctx.policy,
-        context,
-    ) {
-        Ok(verdict) => {
-            row.verdict = verdict.decision.into();
-            row.reasons = verdict.reasons;
-            row.matches = verdict
-                .evidence
-                .iter()
-                .zip(members)
-                .map(|(e, member)| report_match(e, member))
-                .collect();
-        }
-        Err(e) => {
-            row.error = Some(format!("policy: {e}"));
-            row.reasons = vec!["not screened: the verdict could not be made".into()];
-        }
-    }
-}
-
-/// The server decided per audio part: the item gets the strictest decision
-/// (block over flag over allow) and every part's reasons and matches.
-fn remote_verdict(row: &mut ReportRow, parts: Vec<Part>) {
+/// The item's verdict: the strictest of its parts' (block over flag over
+/// allow), with every part's reasons (prefixed by the member when there are
+/// several) and matches.
+fn combine(row: &mut ReportRow, parts: Vec<Part>) {
     let several = parts.len() > 1;
     let mut decision = RowVerdict::Allow;
     for part in parts {
-        let Found::Verdict(verdict) = part.found else {
-            continue;
-        };
-        decision = decision.max(verdict.decision);
+        decision = decision.max(part.verdict.decision);
         let prefix = match (&part.member, several) {
             (Some(member), true) => format!("{member}: "),
             _ => String::new(),
         };
-        row.reasons
-            .extend(verdict.reasons.into_iter().map(|r| format!("{prefix}{r}")));
-        row.matches.extend(verdict.matches);
+        row.reasons.extend(
+            part.verdict
+                .reasons
+                .into_iter()
+                .map(|r| format!("{prefix}{r}")),
+        );
+        row.matches.extend(part.verdict.matches);
     }
     row.verdict = decision;
+}
+
+/// A local verdict in the report's terms.
+fn part_verdict(verdict: Verdict, member: Option<&str>) -> PartVerdict {
+    PartVerdict {
+        decision: verdict.decision.into(),
+        matches: verdict
+            .evidence
+            .iter()
+            .map(|e| report_match(e, member.map(str::to_owned)))
+            .collect(),
+        reasons: verdict.reasons,
+    }
 }
 
 fn report_match(e: &MatchEvidence, member: Option<String>) -> ReportMatch {
@@ -229,13 +175,14 @@ fn decode_parts(item: &mut Item, ctx: &ScreenContext<'_>) -> Result<Vec<Part>, F
         Payload::Failed(reason) => Err(Failure::Item(reason.clone())),
         Payload::File(path) => {
             let sha256 = if ctx.hash_content {
-                Some(engine::sha256_file(path).map_err(|e| e.to_string())?)
+                Some(crate::content::sha256_file(path).map_err(|e| e.to_string())?)
             } else {
                 None
             };
-            let (fingerprint, info) = engine::fingerprint_file(path, &ctx.limits, Side::Query)
-                .map_err(|e| e.to_string())?;
-            let found = find(
+            let (fingerprint, info) =
+                crate::fingerprint::audio::fingerprint_file(path, &ctx.limits, Side::Query)
+                    .map_err(|e| e.to_string())?;
+            let verdict = decide(
                 ctx,
                 fingerprint,
                 info.duration_s,
@@ -247,7 +194,7 @@ fn decode_parts(item: &mut Item, ctx: &ScreenContext<'_>) -> Result<Vec<Part>, F
                 member: None,
                 duration_s: info.duration_s,
                 sha256,
-                found,
+                verdict,
             }])
         }
         Payload::Bytes { name, data } => {
@@ -316,9 +263,10 @@ fn decode_bytes(
     ctx: &ScreenContext<'_>,
 ) -> Result<Part, Failure> {
     let sha256 = ctx.hash_content.then(|| sha256_hex(&data));
-    let (fingerprint, info) = engine::fingerprint_bytes(data, name, ext, &ctx.limits, Side::Query)
-        .map_err(|e| e.to_string())?;
-    let found = find(
+    let (fingerprint, info) =
+        crate::fingerprint::audio::fingerprint_bytes(data, name, ext, &ctx.limits, Side::Query)
+            .map_err(|e| e.to_string())?;
+    let verdict = decide(
         ctx,
         fingerprint,
         info.duration_s,
@@ -330,27 +278,35 @@ fn decode_bytes(
         member,
         duration_s: info.duration_s,
         sha256,
-        found,
+        verdict,
     })
 }
 
-/// Matches a fingerprint locally, or has the server screen it.
-fn find(
+/// Has the local [`Screener`] or the server decide on one audio part. The
+/// submission id follows the one rule of [`SubmissionId`]: the content hash
+/// when it was computed, else the hash of the prints.
+fn decide(
     ctx: &ScreenContext<'_>,
     fingerprint: Fingerprint,
     duration_s: f64,
     name: &str,
     sha256: Option<&str>,
     member: Option<&str>,
-) -> Result<Found, Failure> {
+) -> Result<PartVerdict, Failure> {
+    let content_id = sha256.and_then(|s| SubmissionId::from_sha256(s).ok());
     match &ctx.backend {
-        Backend::Local { index, .. } => Ok(Found::Matches(matcher::find_matches(
-            index,
-            &fingerprint,
-            &ctx.matcher,
-        ))),
+        Backend::Local(screener) => {
+            let submission = Submission {
+                id: content_id.unwrap_or_else(|| SubmissionId::of_prints(&fingerprint.prints)),
+                name: name.to_owned(),
+            };
+            screener
+                .screen(&submission, &fingerprint, ctx.purpose, ctx.at)
+                .map(|screened| part_verdict(screened.verdict, member))
+                .map_err(|e| Failure::Item(format!("the verdict could not be made: {e}")))
+        }
         Backend::Remote(remote) => {
-            let submission_id = sha256.map(|s| format!("sha256:{s}"));
+            let submission_id = content_id.map(String::from);
             match remote.screen(
                 fingerprint,
                 duration_s,
@@ -358,7 +314,7 @@ fn find(
                 submission_id.as_deref(),
                 member,
             ) {
-                Ok(Ok(verdict)) => Ok(Found::Verdict(verdict)),
+                Ok(Ok(verdict)) => Ok(verdict),
                 Ok(Err(reason)) => Err(Failure::Item(reason)),
                 Err(fatal) => Err(Failure::Fatal(fatal)),
             }

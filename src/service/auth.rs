@@ -19,7 +19,7 @@ use super::error::ServiceError;
 use crate::registry::{KeyInfo, Registry, Role};
 
 /// Metadata key carrying the API key.
-pub const AUTHORIZATION: &str = "authorization";
+pub use crate::proto::AUTHORIZATION;
 /// Scheme prefix of the authorization value.
 const BEARER: &str = "Bearer ";
 /// Actor recorded in the audit log in `--insecure-no-auth` mode.

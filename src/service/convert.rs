@@ -30,15 +30,7 @@ pub fn from_timestamp(field: &str, t: &Timestamp) -> Result<OffsetDateTime, Serv
     Ok(secs + time::Duration::nanoseconds(i64::from(t.nanos)))
 }
 
-pub fn scope_to_pb(s: Scope) -> pb::Scope {
-    match s {
-        Scope::AiTraining => pb::Scope::AiTraining,
-        Scope::AiFineTuning => pb::Scope::AiFineTuning,
-        Scope::AiGeneration => pb::Scope::AiGeneration,
-        Scope::VoiceSynthesis => pb::Scope::VoiceSynthesis,
-        Scope::TextAndDataMining => pb::Scope::TextAndDataMining,
-    }
-}
+pub use crate::proto::scope_to_pb;
 
 pub fn scope_from_pb(field: &str, v: i32) -> Result<Scope, ServiceError> {
     match pb::Scope::try_from(v) {

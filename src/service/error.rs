@@ -16,7 +16,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::decode::DecodeError;
-use crate::engine::EngineError;
+use crate::error::EngineError;
 use crate::index::IndexError;
 use crate::policy::PolicyError;
 use crate::registry::RegistryError;
@@ -78,6 +78,14 @@ impl From<RegistryError> for ServiceError {
 impl From<PolicyError> for ServiceError {
     fn from(err: PolicyError) -> Self {
         ServiceError::Policy(Box::new(err))
+    }
+}
+
+impl From<crate::screening::ScreeningError> for ServiceError {
+    fn from(err: crate::screening::ScreeningError) -> Self {
+        match err {
+            crate::screening::ScreeningError::Policy(e) => ServiceError::Policy(e),
+        }
     }
 }
 

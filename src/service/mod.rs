@@ -8,7 +8,7 @@
 //! ## Shape
 //! * [`server`]: builds the tonic server (limits, TLS, health, reflection),
 //!   opens the data directory in the background, shuts down gracefully.
-//! * [`state`]: the one [`Catalog`](crate::engine::Catalog), a read connection,
+//! * [`state`]: the one [`Catalog`](crate::registration::Catalog), a read connection,
 //!   the index snapshot, the bounded CPU pool and the load-shedding gate.
 //! * `screening`, `registry_svc`: the adapters. They only authenticate, read
 //!   the request, call the domain (on the CPU pool or blocking pool, never on
@@ -16,20 +16,19 @@
 //! * [`error`]: the one mapping from domain errors to gRPC statuses with rich
 //!   `google.rpc` details.
 //! * [`auth`]: API keys (`authorization: Bearer emk_…`) and the role rules.
-//! * [`client`]: a small client for the CLI (`identify --remote`, `bench serve`)
-//!   and the tests; [`fpfile`]: the fingerprint file `earmark fingerprint` writes.
+//! * The wire types are [`crate::proto`]; the client the CLI, the scan and the
+//!   tests use is [`crate::client`]; the fingerprint file `ScreenFingerprints`
+//!   takes is [`crate::fingerprint::file`].
 //!
 //! Every call logs one line with its request id, method, code, verdict and
 //! latency, and feeds the Prometheus metrics (`metrics`).
 
 pub mod auth;
 mod call;
-pub mod client;
 mod convert;
 pub mod error;
-pub mod fpfile;
 mod metrics;
-pub mod pb;
+pub use crate::proto as pb;
 mod registry_svc;
 mod screening;
 pub mod server;

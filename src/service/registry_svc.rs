@@ -1,7 +1,7 @@
 //! `earmark.v1.Registry`: works, consent and the audit log over gRPC.
 //!
 //! Reads run on the blocking pool against the read connection; writes go
-//! through the server's one [`Catalog`](crate::engine::Catalog), serialised,
+//! through the server's one [`Catalog`](crate::registration::Catalog), serialised,
 //! and refresh the index snapshot so the next screening sees them.
 
 use std::collections::HashSet;
@@ -21,8 +21,9 @@ use super::error::ServiceError;
 use super::pb;
 use super::state::{Cancel, Ready, Settings, run_blocking};
 use crate::decode::DecodeLimits;
-use crate::engine::{self, MIN_REFERENCE_S, PreparedWork};
 use crate::fingerprint::Side;
+use crate::registration::MIN_REFERENCE_S;
+use crate::registration::PreparedWork;
 use crate::registry::{
     AuditEntry, Isni, Isrc, Iswc, NewWork, ReferenceAudio, Registry, Work, WorkId,
 };
@@ -201,7 +202,7 @@ impl Service {
             meta.holder = principal.holder.clone().unwrap_or_default();
         }
         principal.require_holder(&meta.holder)?;
-        engine::validate_work_id(&meta.work_id)?;
+        crate::registration::validate_work_id(&meta.work_id)?;
         let settings = self.shared.settings.clone();
         let bytes = call::read_chunks(&mut stream, &meta, settings.limits.max_upload_bytes).await?;
         let work = self
@@ -244,10 +245,15 @@ fn register_bytes(
         max_duration_s: settings.limits.max_audio_s,
         ..DecodeLimits::default()
     };
-    let (fingerprint, info) =
-        engine::fingerprint_bytes(bytes, &file_name, hint.as_deref(), &limits, Side::Reference)?;
+    let (fingerprint, info) = crate::fingerprint::audio::fingerprint_bytes(
+        bytes,
+        &file_name,
+        hint.as_deref(),
+        &limits,
+        Side::Reference,
+    )?;
     if info.duration_s < MIN_REFERENCE_S || fingerprint.prints.is_empty() {
-        return Err(engine::EngineError::TooShort {
+        return Err(crate::error::EngineError::TooShort {
             input: file_name,
             duration_s: info.duration_s,
         }
@@ -265,7 +271,7 @@ fn register_bytes(
         &meta,
         ReferenceAudio {
             duration_s: info.duration_s,
-            fingerprint_config: engine::fingerprint_config_id(),
+            fingerprint_config: crate::registration::fingerprint_config_id(),
             audio_sha256: sha256,
             source_file: file_name.clone(),
         },

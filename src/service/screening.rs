@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Service;
@@ -15,7 +14,6 @@ use super::auth;
 use super::call::{self, Call};
 use super::convert;
 use super::error::ServiceError;
-use super::fpfile;
 use super::metrics;
 use super::pb;
 use super::state::{Cancel, Ready, Settings};
@@ -25,34 +23,47 @@ use crate::fingerprint::{
     StreamingFingerprinter,
 };
 use crate::matcher;
-use crate::policy::{self, Decision, Verdict, VerdictContext};
+use crate::policy::{self, Decision, Verdict};
 use crate::registry::Scope;
+use crate::screening::{Screener, Submission, SubmissionId};
 
 /// What one screening is about, validated.
-struct Submission {
-    id: Option<String>,
+struct SubmissionRequest {
+    /// The caller's submission id, if any (else one is derived by the rule of
+    /// [`SubmissionId`]).
+    id: Option<SubmissionId>,
     name: String,
     purpose: Scope,
     policy: policy::PolicyConfig,
+    record_attributions: bool,
 }
 
-impl Submission {
+impl SubmissionRequest {
+    /// The submission, named by the caller's id or else by `derived`.
+    fn submission(&self, derived: impl FnOnce() -> SubmissionId) -> Submission {
+        Submission {
+            id: self.id.clone().unwrap_or_else(derived),
+            name: self.name.clone(),
+        }
+    }
+
     fn from_pb(meta: &pb::SubmissionMetadata, settings: &Settings) -> Result<Self, ServiceError> {
         let purpose = convert::scope_from_pb("metadata.purpose", meta.purpose)?;
         let mut policy = settings.policy.clone();
         if let Some(t) = convert::territory("metadata.territory", &meta.territory)? {
             policy.territory = Some(t);
         }
-        let id = meta.submission_id.trim();
-        if id.len() > MAX_SUBMISSION_ID_LEN {
-            return Err(ServiceError::invalid(
-                "metadata.submission_id",
-                format!("longer than {MAX_SUBMISSION_ID_LEN} characters"),
-            ));
-        }
+        let id = match meta.submission_id.trim() {
+            "" => None,
+            id => Some(
+                SubmissionId::named(id)
+                    .map_err(|e| ServiceError::invalid("metadata.submission_id", e.to_string()))?,
+            ),
+        };
         let name = meta.file_name.trim();
         Ok(Self {
-            id: (!id.is_empty()).then(|| id.to_owned()),
+            id,
+            record_attributions: !meta.no_ledger,
             name: if name.is_empty() {
                 UNNAMED.to_owned()
             } else {
@@ -64,8 +75,6 @@ impl Submission {
     }
 }
 
-/// Longest submission id accepted.
-const MAX_SUBMISSION_ID_LEN: usize = 256;
 /// Submission name used when the client gives none.
 const UNNAMED: &str = "upload";
 
@@ -142,20 +151,13 @@ impl Service {
         let mut stream = request.into_inner();
         let meta = call::read_metadata(&mut stream).await?;
         let settings = self.shared.settings.clone();
-        let submission = Submission::from_pb(&meta, &settings)?;
+        let asked = SubmissionRequest::from_pb(&meta, &settings)?;
         let bytes = call::read_chunks(&mut stream, &meta, settings.limits.max_upload_bytes).await?;
         let hint = convert::extension_hint(&meta.mime_type, &meta.file_name);
         let screened = self
             .shared
             .run_cpu(call.deadline, move |cancel| {
-                screen_bytes(
-                    &ready,
-                    &settings,
-                    submission,
-                    bytes,
-                    hint.as_deref(),
-                    cancel,
-                )
+                screen_bytes(&ready, &settings, asked, bytes, hint.as_deref(), cancel)
             })
             .await?;
         screened.into_response(&call.request_id)
@@ -190,7 +192,7 @@ impl Service {
                 ));
             }
         };
-        let (submission, fingerprint) = read_prints(&mut stream, &header, &settings).await?;
+        let (asked, fingerprint) = read_prints(&mut stream, &header, &settings).await?;
         let duration_s = if header.duration_s.is_finite() && header.duration_s > 0.0 {
             header.duration_s
         } else {
@@ -199,14 +201,7 @@ impl Service {
         let screened = self
             .shared
             .run_cpu(call.deadline, move |cancel| {
-                screen_fingerprint(
-                    &ready,
-                    &settings,
-                    submission,
-                    fingerprint,
-                    duration_s,
-                    cancel,
-                )
+                screen_fingerprint(&ready, &settings, asked, fingerprint, duration_s, cancel)
             })
             .await?;
         screened.into_response(&call.request_id)
@@ -233,7 +228,7 @@ async fn read_prints(
     stream: &mut Streaming<pb::ScreenFingerprintsRequest>,
     header: &pb::FingerprintHeader,
     settings: &Settings,
-) -> Result<(Submission, Fingerprint), ServiceError> {
+) -> Result<(SubmissionRequest, Fingerprint), ServiceError> {
     if header.config_id != CONFIG_ID {
         return Err(ServiceError::ConfigMismatch {
             found: header.config_id,
@@ -244,7 +239,7 @@ async fn read_prints(
         .submission
         .as_ref()
         .ok_or_else(|| ServiceError::invalid("header.submission", "must be set"))?;
-    let submission = Submission::from_pb(meta, settings)?;
+    let asked = SubmissionRequest::from_pb(meta, settings)?;
     let limits = &settings.limits;
     let frames = usize::try_from(header.frames).unwrap_or(usize::MAX);
     let fingerprint_s = frames as f64 / crate::fingerprint::FRAMES_PER_SECOND;
@@ -272,7 +267,7 @@ async fn read_prints(
                         max: max_prints,
                     });
                 }
-                fpfile::append_peaks(&mut peaks, &b)
+                crate::fingerprint::file::append_peaks(&mut peaks, &b)
                     .map_err(|reason| ServiceError::invalid("peaks", reason))?;
                 continue;
             }
@@ -294,7 +289,7 @@ async fn read_prints(
         append_batch(&mut prints, &batch, frames)?;
     }
     Ok((
-        submission,
+        asked,
         Fingerprint {
             prints,
             frames,
@@ -354,13 +349,14 @@ fn append_batch(
 fn screen_bytes(
     ready: &Ready,
     settings: &Settings,
-    submission: Submission,
+    request: SubmissionRequest,
     bytes: Vec<u8>,
     hint: Option<&str>,
     cancel: &Cancel,
 ) -> Result<Screened, ServiceError> {
     let byte_len = bytes.len() as u64;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let content_id = SubmissionId::of_content(&bytes);
+    let sha256 = content_id.content_sha256().unwrap_or_default().to_owned();
     let limits = DecodeLimits {
         max_bytes: settings.limits.max_upload_bytes,
         max_duration_s: settings.limits.max_audio_s,
@@ -369,7 +365,7 @@ fn screen_bytes(
     let mut fingerprinter = StreamingFingerprinter::new(Side::Query);
     let info = decode::decode_bytes(
         bytes,
-        &submission.name,
+        &request.name,
         hint,
         &limits,
         SAMPLE_RATE_HZ,
@@ -391,81 +387,65 @@ fn screen_bytes(
         sha256: sha256.clone(),
         prints: fingerprint.prints.len() as u64,
     };
-    let submission = Submission {
-        id: submission.id.or(Some(sha256)),
-        ..submission
-    };
-    decide(ready, settings, submission, &fingerprint, audio, cancel)
+    let submission = request.submission(|| content_id);
+    decide(
+        ready,
+        settings,
+        &request,
+        &submission,
+        &fingerprint,
+        audio,
+        cancel,
+    )
 }
 
 /// Screens client-computed prints (CPU pool).
 fn screen_fingerprint(
     ready: &Ready,
     settings: &Settings,
-    submission: Submission,
+    request: SubmissionRequest,
     fingerprint: Fingerprint,
     duration_s: f64,
     cancel: &Cancel,
 ) -> Result<Screened, ServiceError> {
-    let submission = match submission.id {
-        Some(_) => submission,
-        None => {
-            let mut h = Sha256::new();
-            for p in &fingerprint.prints {
-                h.update(p.hash.to_le_bytes());
-                h.update(p.t_frame.to_le_bytes());
-                h.update([p.f_half_bins]);
-            }
-            Submission {
-                id: Some(format!("prints:{}", hex::encode(h.finalize()))),
-                ..submission
-            }
-        }
-    };
+    let submission = request.submission(|| SubmissionId::of_prints(&fingerprint.prints));
     let audio = pb::AudioSummary {
         duration_s,
         prints: fingerprint.prints.len() as u64,
         ..pb::AudioSummary::default()
     };
-    decide(ready, settings, submission, &fingerprint, audio, cancel)
+    decide(
+        ready,
+        settings,
+        &request,
+        &submission,
+        &fingerprint,
+        audio,
+        cancel,
+    )
 }
 
-/// Matches, decides, and records attributions of an `allow` verdict.
+/// Matches, then has the [`Screener`] decide and record an allowed use
+/// (unless the caller has gone by then).
 fn decide(
     ready: &Ready,
     settings: &Settings,
-    submission: Submission,
+    request: &SubmissionRequest,
+    submission: &Submission,
     fingerprint: &Fingerprint,
     audio: pb::AudioSummary,
     cancel: &Cancel,
 ) -> Result<Screened, ServiceError> {
     let index: Arc<_> = ready.index()?;
+    let screener = Screener::new(&index, &ready.reader, &request.policy, &settings.matcher)
+        .recording_if(request.record_attributions, ready.writer_registry());
     let matches = matcher::find_matches(&index, fingerprint, &settings.matcher);
     cancel.check()?;
-    let context = VerdictContext {
-        submission_id: submission.id.unwrap_or_default(),
-        submission_name: submission.name,
-        index_generation: index.generation(),
-        engine_version: crate::ENGINE_VERSION.to_owned(),
-    };
     let now = ready.reader.now();
-    let verdict = policy::decide(
-        &matches,
-        submission.purpose,
-        now,
-        &ready.reader,
-        &submission.policy,
-        context,
-    )?;
-    cancel.check()?;
-    let recorded = if verdict.decision == Decision::Allow && !verdict.attributions.is_empty() {
-        policy::record_attributions(&verdict, ready.writer_registry())?
-    } else {
-        0
-    };
+    let screened = screener.decide(submission, &matches, request.purpose, now)?;
     Ok(Screened {
-        verdict,
-        recorded,
+        verdict: screened.verdict,
+        recorded: screened.attributions_recorded,
         audio,
     })
 }

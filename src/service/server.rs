@@ -30,7 +30,7 @@ use super::pb::registry_server::RegistryServer;
 use super::pb::screening_server::ScreeningServer;
 use super::state::{Limits, Ready, Settings, Shared};
 use super::{Service, pb};
-use crate::engine::DataDir;
+use crate::data_dir::DataDir;
 use crate::matcher::MatcherConfig;
 use crate::policy::PolicyConfig;
 

@@ -20,10 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ServiceError;
-use crate::engine::{Catalog, DataDir};
+use crate::data_dir::DataDir;
 use crate::index::{Index, MANIFEST_FILE};
 use crate::matcher::MatcherConfig;
 use crate::policy::PolicyConfig;
+use crate::registration::Catalog;
 use crate::registry::Registry;
 
 /// Default maximum upload per request (encoded audio or reference file).

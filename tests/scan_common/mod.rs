@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use earmark::data_dir::DataDir;
 use earmark::decode::DecodeLimits;
-use earmark::engine::{self, Catalog, DataDir};
+use earmark::registration::Catalog;
 use earmark::registry::{ConsentStatus, NewConsent, NewWork, ReferenceAudio, Scope, WorkId};
 
 /// Consent registered for each reference clip (`None`: nothing recorded).
@@ -52,7 +53,8 @@ fn register(root: &Path) {
     let at = time::OffsetDateTime::now_utc() - time::Duration::days(1);
     for (id, consent) in WORKS {
         let file = audio(&format!("refs/{id}.ogg"));
-        let work = engine::prepare_work(id, &file, &DecodeLimits::default()).unwrap();
+        let work =
+            earmark::registration::prepare_work(id, &file, &DecodeLimits::default()).unwrap();
         let metadata = NewWork {
             id: WorkId::parse(id).unwrap(),
             title: format!("Title of {id}"),
@@ -64,7 +66,7 @@ fn register(root: &Path) {
             reference: ReferenceAudio {
                 duration_s: work.info.duration_s,
                 fingerprint_config: format!("{:08x}", earmark::fingerprint::CONFIG_ID),
-                audio_sha256: engine::sha256_file(&file).unwrap(),
+                audio_sha256: earmark::content::sha256_file(&file).unwrap(),
                 source_file: file.display().to_string(),
             },
         };

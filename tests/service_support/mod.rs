@@ -7,13 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use earmark::client::{self, RegistryClient, ScreeningClient};
+use earmark::data_dir::DataDir;
 use earmark::decode::DecodeLimits;
-use earmark::engine::{self, Catalog, DataDir};
+use earmark::proto as pb;
+use earmark::registration::Catalog;
 use earmark::registry::{
     ConsentStatus, NewConsent, NewWork, ReferenceAudio, Registry, Role, Scope, WorkId,
 };
-use earmark::service::client::{self, RegistryClient, ScreeningClient};
-use earmark::service::pb;
 use earmark::service::{AuthMode, ServerConfig, ServerHandle};
 use tonic::Status;
 
@@ -80,8 +81,8 @@ pub fn seed(dir: &Path, seeds: &[Seed]) -> DataDir {
     let catalog = Catalog::open(&data).expect("open catalog");
     for s in seeds {
         let path = audio(&format!("refs/{}.ogg", s.id));
-        let work =
-            engine::prepare_work(s.id, &path, &DecodeLimits::default()).expect("fingerprint ref");
+        let work = earmark::registration::prepare_work(s.id, &path, &DecodeLimits::default())
+            .expect("fingerprint ref");
         let now = catalog.registry.now();
         let metadata = NewWork {
             id: WorkId::parse(s.id).expect("id"),
@@ -93,8 +94,8 @@ pub fn seed(dir: &Path, seeds: &[Seed]) -> DataDir {
             holder_isni: None,
             reference: ReferenceAudio {
                 duration_s: work.info.duration_s,
-                fingerprint_config: engine::fingerprint_config_id(),
-                audio_sha256: engine::sha256_file(&path).expect("sha"),
+                fingerprint_config: earmark::registration::fingerprint_config_id(),
+                audio_sha256: earmark::content::sha256_file(&path).expect("sha"),
                 source_file: path.display().to_string(),
             },
         };

@@ -10,8 +10,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
-use super::auth::AUTHORIZATION;
-use super::pb;
+use crate::proto::{self as pb, AUTHORIZATION};
 
 /// Bytes per `chunk` message of an upload.
 pub const CHUNK_BYTES: usize = 256 * 1024;

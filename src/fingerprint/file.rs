@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use super::pb;
+use super::{CONFIG_ID, Fingerprint, PeakPoint, Print, Side};
 use crate::decode::DecodeLimits;
-use crate::engine::{self, EngineError};
-use crate::fingerprint::{CONFIG_ID, Fingerprint, PeakPoint, Print, Side};
+use crate::error::EngineError;
+use crate::proto as pb;
 
 /// First bytes of every fingerprint file (format version 2).
 pub const MAGIC: &[u8] = b"EARMARK-FINGERPRINT 2\n";
@@ -52,8 +52,9 @@ pub struct FingerprintFile {
 impl FingerprintFile {
     /// Decodes and fingerprints an audio file (query side), as the server would.
     pub fn from_audio(path: &Path, limits: &DecodeLimits) -> Result<Self, FpFileError> {
-        let (fingerprint, info) = engine::fingerprint_file(path, limits, Side::Query)?;
-        let sha256 = engine::sha256_file(path)?;
+        let (fingerprint, info) =
+            crate::fingerprint::audio::fingerprint_file(path, limits, Side::Query)?;
+        let sha256 = crate::content::sha256_file(path)?;
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),

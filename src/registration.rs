@@ -1,202 +1,25 @@
-//! The engine: one data directory, its index, and the operations the CLI and the
-//! service share (fingerprint a file, register works, identify submissions).
-//!
-//! Data directory layout: `index/` (manifest + segments), `registry.sqlite`.
+//! Registering works: reference recordings are fingerprinted, written to the
+//! index and entered in the registry, and the two are kept consistent.
 
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::decode::{self, AudioInfo, DecodeError, DecodeLimits};
-use crate::fingerprint::{Fingerprint, Print, SAMPLE_RATE_HZ, Side, StreamingFingerprinter};
+use crate::data_dir::DataDir;
+use crate::decode::{AudioInfo, DecodeLimits};
+use crate::error::EngineError;
+use crate::fingerprint::audio::fingerprint_file;
+use crate::fingerprint::{Fingerprint, Side};
 use crate::index::segment::SegmentWork;
-use crate::index::{Index, IndexError, IndexWriter, NewWork};
-use crate::matcher::{self, HitGatherer, Match, MatcherConfig};
+use crate::index::{IndexError, IndexWriter, NewWork};
+use crate::registry::WorkId;
 
-/// Default data directory (relative to the working directory).
-pub const DEFAULT_DATA_DIR: &str = "earmark-data";
-/// Index sub-directory of the data directory.
-pub const INDEX_DIR: &str = "index";
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    #[error(transparent)]
-    Index(#[from] IndexError),
-    #[error("{input}: too short to fingerprint ({duration_s:.2} s of audio)")]
-    TooShort { input: String, duration_s: f64 },
-    #[error("invalid work id '{work_id}': {reason}")]
-    InvalidWorkId { work_id: String, reason: String },
-    #[error(transparent)]
-    Registry(Box<crate::registry::RegistryError>),
-    #[error(transparent)]
-    Policy(Box<crate::policy::PolicyError>),
-    #[error("work '{work_id}' is already registered")]
-    AlreadyRegistered { work_id: String },
-    #[error("{path}: cannot read: {source}")]
-    ReadFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "{root}: the index holds {works} work(s) but there is no registry ({registry_file}), \
-         so they have no metadata or consent (a data directory from an earmark without the \
-         consent registry, or a deleted registry); register the works again into a new data \
-         directory with `earmark works add` or `earmark works import`"
-    )]
-    IndexWithoutRegistry {
-        root: PathBuf,
-        works: usize,
-        registry_file: &'static str,
-    },
-    #[error(
-        "work id '{registry_id}' of the registry entry differs from '{index_id}' of its fingerprints"
-    )]
-    MismatchedIds {
-        registry_id: String,
-        index_id: String,
-    },
-}
-
-impl From<crate::registry::RegistryError> for EngineError {
-    fn from(err: crate::registry::RegistryError) -> Self {
-        Self::Registry(Box::new(err))
-    }
-}
-
-impl From<crate::policy::PolicyError> for EngineError {
-    fn from(err: crate::policy::PolicyError) -> Self {
-        Self::Policy(Box::new(err))
-    }
-}
-
-/// Fingerprints a file as it decodes (bounded memory, parallel blocks).
-pub fn fingerprint_file(
-    path: &Path,
-    limits: &DecodeLimits,
-    side: Side,
-) -> Result<(Fingerprint, AudioInfo), EngineError> {
-    fingerprint_file_observed(path, limits, side, &mut |_| {})
-}
-
-/// Passes the prints made since the last call to `observe`, if there are any.
-struct PrintFeed<'o> {
-    observe: &'o mut dyn FnMut(&[Print]),
-    seen: usize,
-}
-
-impl PrintFeed<'_> {
-    fn feed(&mut self, prints: &[Print]) {
-        if let Some(new) = prints.get(self.seen..).filter(|new| !new.is_empty()) {
-            (self.observe)(new);
-            self.seen = prints.len();
-        }
-    }
-}
-
-/// [`fingerprint_file`] that hands each batch of prints to `observe` as soon
-/// as it is made (every print once, in the order of the returned
-/// fingerprint), while the rest of the file is still decoding.
-pub fn fingerprint_file_observed(
-    path: &Path,
-    limits: &DecodeLimits,
-    side: Side,
-    observe: &mut dyn FnMut(&[Print]),
-) -> Result<(Fingerprint, AudioInfo), EngineError> {
-    let mut feed = PrintFeed { observe, seen: 0 };
-    if rayon::current_thread_index().is_some() {
-        // On a pool worker (scan, service): items already run in parallel.
-        let mut fingerprinter = StreamingFingerprinter::new(side);
-        let info = decode::decode_file_stream(path, limits, SAMPLE_RATE_HZ, |block| {
-            fingerprinter.push(block);
-            feed.feed(fingerprinter.prints());
-        })?;
-        let fingerprint = fingerprinter.finish();
-        feed.feed(&fingerprint.prints);
-        return Ok((fingerprint, info));
-    }
-    // One file on a plain thread (the command line): decode on a second thread
-    // while this one fingerprints what has arrived, so the two overlap on two
-    // cores instead of taking turns. The queue bounds what is buffered.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<f32>>(PIPELINE_QUEUE_BLOCKS);
-    std::thread::scope(|scope| {
-        let decoder = scope.spawn(move || {
-            // Decoded packets are small (a few hundred samples at 8 kHz): they
-            // are sent in chunks so the two threads do not wake each other for
-            // every packet. A send fails only once the receiver is gone, and it
-            // is not dropped before the decoder is joined.
-            let mut chunk: Vec<f32> = Vec::with_capacity(PIPELINE_CHUNK_SAMPLES);
-            let info = decode::decode_file_stream(path, limits, SAMPLE_RATE_HZ, |block| {
-                chunk.extend_from_slice(block);
-                if chunk.len() >= PIPELINE_CHUNK_SAMPLES {
-                    let full =
-                        std::mem::replace(&mut chunk, Vec::with_capacity(PIPELINE_CHUNK_SAMPLES));
-                    let _ = sender.send(full);
-                }
-            });
-            if !chunk.is_empty() {
-                let _ = sender.send(chunk);
-            }
-            info
-        });
-        let mut fingerprinter = StreamingFingerprinter::pipelined(side);
-        for block in &receiver {
-            fingerprinter.extend(&block);
-            // Whatever queued up while the last blocks were fingerprinted is
-            // taken at once, so a backlog is worked off in parallel.
-            while let Ok(more) = receiver.try_recv() {
-                fingerprinter.extend(&more);
-            }
-            fingerprinter.process_ready();
-            feed.feed(fingerprinter.prints());
-        }
-        let info = decoder
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-        let fingerprint = fingerprinter.finish();
-        feed.feed(&fingerprint.prints);
-        Ok((fingerprint, info))
+/// Checks a user-given work id by the one rule of [`WorkId`].
+pub fn validate_work_id(work_id: &str) -> Result<WorkId, EngineError> {
+    WorkId::parse(work_id).map_err(|err| EngineError::InvalidWorkId {
+        work_id: work_id.to_owned(),
+        reason: err.reason,
     })
-}
-
-/// Chunks queued between the decoding thread and the fingerprinter.
-const PIPELINE_QUEUE_BLOCKS: usize = 16;
-/// Samples per chunk sent from the decoding thread (2 s at 8 kHz).
-const PIPELINE_CHUNK_SAMPLES: usize = 2 * SAMPLE_RATE_HZ as usize;
-
-/// Fingerprints in-memory encoded audio (e.g. an upload).
-pub fn fingerprint_bytes(
-    bytes: Vec<u8>,
-    input: &str,
-    extension_hint: Option<&str>,
-    limits: &DecodeLimits,
-    side: Side,
-) -> Result<(Fingerprint, AudioInfo), EngineError> {
-    let mut fingerprinter = StreamingFingerprinter::new(side);
-    let info = decode::decode_bytes(bytes, input, extension_hint, limits, SAMPLE_RATE_HZ, |b| {
-        fingerprinter.push(b)
-    })?;
-    Ok((fingerprinter.finish(), info))
-}
-
-/// Checks a user-given work id: 1–128 characters of `[A-Za-z0-9._:-]`.
-pub fn validate_work_id(work_id: &str) -> Result<(), EngineError> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
-    let reason = if work_id.is_empty() || work_id.len() > 128 {
-        Some("must be 1 to 128 characters")
-    } else if !work_id.chars().all(ok_char) {
-        Some("may only contain letters, digits, '.', '_', ':' and '-'")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(EngineError::InvalidWorkId {
-            work_id: work_id.to_string(),
-            reason: reason.to_string(),
-        }),
-        None => Ok(()),
-    }
 }
 
 /// A reference fingerprint ready to be written to the index.
@@ -270,56 +93,6 @@ fn commit_work_refs(writer: &IndexWriter, works: &[&PreparedWork]) -> Result<u64
         })
         .collect();
     Ok(writer.add_works(&entries)?)
-}
-
-/// Result of screening one file.
-#[derive(Debug, Clone)]
-pub struct Identification {
-    pub duration_s: f64,
-    pub matches: Vec<Match>,
-    pub info: AudioInfo,
-}
-
-/// Identifies every registered work inside a file.
-pub fn identify_file(
-    index: &Index,
-    path: &Path,
-    limits: &DecodeLimits,
-    config: &MatcherConfig,
-) -> Result<Identification, EngineError> {
-    // The prints are looked up as they are made, while the rest of the file
-    // decodes: only the last block's lookups are left for the end.
-    let mut gatherer = HitGatherer::new(index);
-    let (fingerprint, info) =
-        fingerprint_file_observed(path, limits, Side::Query, &mut |prints| {
-            gatherer.add(prints)
-        })?;
-    Ok(Identification {
-        duration_s: info.duration_s,
-        matches: matcher::find_matches_gathered(index, &fingerprint, gatherer, config),
-        info,
-    })
-}
-
-/// Lower-case hex SHA-256 of a file's bytes (streamed).
-pub fn sha256_file(path: &Path) -> Result<String, EngineError> {
-    use sha2::Digest;
-    use std::io::Read;
-    let read_err = |source| EngineError::ReadFile {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(read_err)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf).map_err(read_err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// The writable catalog of a data directory: the fingerprint index and the
@@ -472,65 +245,6 @@ impl Catalog {
     }
 }
 
-/// Paths of a data directory.
-#[derive(Debug, Clone)]
-pub struct DataDir {
-    pub root: PathBuf,
-}
-
-impl DataDir {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-
-    pub fn index_dir(&self) -> PathBuf {
-        self.root.join(INDEX_DIR)
-    }
-
-    pub fn open_index(&self) -> Result<Index, EngineError> {
-        Ok(Index::open(&self.index_dir())?)
-    }
-
-    pub fn index_writer(&self) -> Result<IndexWriter, EngineError> {
-        Ok(IndexWriter::open(&self.index_dir())?)
-    }
-
-    /// Path of the registry database.
-    pub fn registry_path(&self) -> PathBuf {
-        self.root.join(crate::registry::REGISTRY_FILE)
-    }
-
-    /// Whether the registry database exists (without creating it).
-    pub fn has_registry(&self) -> bool {
-        self.registry_path().is_file()
-    }
-
-    /// Opens (creating if needed) the registry of this data directory, after
-    /// [`DataDir::check_registry_present`]: a registry is never created next to
-    /// an index that already holds works.
-    pub fn open_registry(&self) -> Result<crate::registry::Registry, EngineError> {
-        self.check_registry_present()?;
-        Ok(crate::registry::Registry::open(&self.root)?)
-    }
-
-    /// Fails with [`EngineError::IndexWithoutRegistry`] when the index holds
-    /// works but the registry database does not exist.
-    pub fn check_registry_present(&self) -> Result<(), EngineError> {
-        if self.has_registry() {
-            return Ok(());
-        }
-        let works = self.open_index()?.live_work_count();
-        if works == 0 {
-            return Ok(());
-        }
-        Err(EngineError::IndexWithoutRegistry {
-            root: self.root.clone(),
-            works,
-            registry_file: crate::registry::REGISTRY_FILE,
-        })
-    }
-}
-
 /// A fingerprinted work with its registry entry, for [`Catalog::register_batch`].
 #[derive(Debug, Clone)]
 pub struct Registration {
@@ -560,6 +274,7 @@ pub fn reference_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::content::sha256_file;
 
     #[test]
     fn work_ids_are_validated() {
@@ -592,43 +307,6 @@ mod tests {
             metadata,
             consents: Vec::new(),
         }
-    }
-
-    #[test]
-    fn identify_looks_up_while_decoding_and_matches_as_after_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = DataDir::new(dir.path());
-        let limits = DecodeLimits::default();
-        let ids = [
-            "wesnoth-heroes-rite",
-            "wesnoth-northerners",
-            "fof-muldjord-armygeddon",
-        ];
-        let works: Vec<PreparedWork> = ids
-            .iter()
-            .map(|id| prepare_work(id, &clip(id), &limits).unwrap())
-            .collect();
-        commit_works(&data.index_writer().unwrap(), &works).unwrap();
-        let index = data.open_index().unwrap();
-        let config = MatcherConfig::default();
-        let mix =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("test-audio/submissions/mix-two-works.ogg");
-        let (fingerprint, _) = fingerprint_file(&mix, &limits, Side::Query).unwrap();
-        let after = matcher::find_matches(&index, &fingerprint, &config);
-        let found: Vec<&str> = after.iter().map(|m| m.work_id.as_str()).collect();
-        assert_eq!(found, ["wesnoth-northerners", "fof-muldjord-armygeddon"]);
-        // The pipelined path (this thread) and the pool-worker path (scan,
-        // service) both feed the lookups as they go.
-        let pipelined = identify_file(&index, &mix, &limits, &config).unwrap();
-        assert_eq!(pipelined.matches, after);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        let on_worker = pool
-            .install(|| identify_file(&index, &mix, &limits, &config))
-            .unwrap();
-        assert_eq!(on_worker.matches, after);
     }
 
     #[test]
