@@ -35,7 +35,10 @@ class NativeGate:
         threads: Optional[int],
         unknown_consent: str,
         territory: Optional[str],
+        record_attributions: bool,
     ) -> None: ...
+    @property
+    def records_attributions(self) -> bool: ...
     @property
     def purpose(self) -> str: ...
     @property

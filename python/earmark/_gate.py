@@ -46,6 +46,12 @@ class Gate:
     opening fail with :class:`GenerationMismatchError` unless the index is at
     that generation (how a cluster run keeps every worker on one index).
 
+    Screening through a gate is a dry run for the attribution ledger unless
+    ``record_attributions=True``: then the registry is also opened for
+    writing and each allowed use of an opted-in work is recorded once per
+    submission id, as ``earmark scan`` does. Record from one process per data
+    directory (SQLite on a local disk), not from every worker of a cluster.
+
     Raises :class:`DataDirError` when the directory is missing or is not a
     usable earmark data directory, :class:`ConfigMismatchError` when its index
     was built with another fingerprint configuration, and ``ValueError`` for
@@ -61,6 +67,7 @@ class Gate:
         unknown_consent: str = "flag",
         territory: Optional[str] = None,
         expected_generation: Optional[int] = None,
+        record_attributions: bool = False,
     ) -> None:
         self._args: Dict[str, Any] = {
             "data_dir": os.fspath(data_dir),
@@ -69,9 +76,15 @@ class Gate:
             "unknown_consent": unknown_consent,
             "territory": territory,
             "expected_generation": expected_generation,
+            "record_attributions": record_attributions,
         }
         self._native = _earmark.NativeGate(
-            self._args["data_dir"], purpose, threads, unknown_consent, territory
+            self._args["data_dir"],
+            purpose,
+            threads,
+            unknown_consent,
+            territory,
+            record_attributions,
         )
         generation = self._native.index_generation
         if expected_generation is not None and generation != expected_generation:
@@ -99,6 +112,11 @@ class Gate:
     @property
     def purpose(self) -> str:
         return self._native.purpose
+
+    @property
+    def records_attributions(self) -> bool:
+        """Whether allowed opted-in uses are written to the attribution ledger."""
+        return self._native.records_attributions
 
     @property
     def threads(self) -> int:
@@ -203,7 +221,7 @@ class Gate:
 
 def _open_gate(args: Dict[str, Any]) -> Gate:
     data_dir = args.pop("data_dir")
-    purpose = args.pop("purpose")
+    purpose = args.pop("purpose", DEFAULT_PURPOSE)
     return Gate(data_dir, purpose, **args)
 
 

@@ -90,6 +90,9 @@ class ScreenResult:
     engine_version: str
     #: Opted-in works used by an allowed submission (for the attribution ledger).
     attributions: Tuple[Attribution, ...] = ()
+    #: Ledger entries this screening wrote (0 for a dry run or when the use
+    #: was already recorded).
+    attributions_recorded: int = 0
 
     @property
     def allowed(self) -> bool:

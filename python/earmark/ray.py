@@ -32,7 +32,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ._gate import Gate, Instant, _instant
+from ._gate import DEFAULT_PURPOSE, Gate, Instant, _instant, _open_gate
 from ._result import ScreenResult
 from .report import SummaryBuilder, report_row, rfc3339, write_report as _write_rows
 from .report import write_summary
@@ -50,7 +50,7 @@ _MATCH_FIELDS: Tuple[Tuple[str, str], ...] = (
     ("consent", "string"),
     ("consent_record", "int64"),
     ("outcome", "string"),
-    ("confident", "bool"),
+    ("confident", "bool_"),
     ("score", "float64"),
     ("start_s", "float64"),
     ("end_s", "float64"),
@@ -116,10 +116,7 @@ class ScreenBatch:
         keep_audio: bool,
         record_node: bool = False,
     ) -> None:
-        options = dict(gate_options)
-        data_dir = options.pop("data_dir")
-        purpose = options.pop("purpose")
-        self.gate = Gate(data_dir, purpose, **options)
+        self.gate = _open_gate(dict(gate_options))
         self.audio_column = audio_column
         self.name_column = name_column
         self.consent_at = consent_at
@@ -171,13 +168,13 @@ def _compute(concurrency: Union[None, int, Tuple[int, int]]):
 
 
 def _gate_options(data_dir: Union[str, "os.PathLike[str]", Gate], **overrides) -> Dict[str, Any]:
+    """A gate's options: those of `data_dir` when it is a Gate, with the
+    overrides that are not None."""
     if isinstance(data_dir, Gate):
         options = data_dir.options
     else:
         options = {"data_dir": os.fspath(data_dir)}
-    for key, value in overrides.items():
-        if value is not None or key not in options:
-            options[key] = value
+    options.update({k: v for k, v in overrides.items() if v is not None})
     return options
 
 
@@ -213,16 +210,18 @@ def screen(
     The gate is opened here first, so a wrong path or purpose fails at once on
     the driver, and its index generation is what every actor must find.
     """
-    threads = max(1, int(num_cpus))
     options = _gate_options(
         data_dir,
         purpose=purpose,
         unknown_consent=unknown_consent,
         territory=territory,
+        threads=max(1, int(num_cpus)),
     )
-    options["threads"] = threads
+    options.setdefault("purpose", DEFAULT_PURPOSE)
     options.pop("expected_generation", None)
-    driver_gate = Gate(options.pop("data_dir"), options.pop("purpose", None) or "ai-training", **options)
+    # Workers only read: the ledger is never written from a cluster.
+    options.pop("record_attributions", None)
+    driver_gate = _open_gate(dict(options))
     options = driver_gate.options
     options["expected_generation"] = driver_gate.index_generation
     if consent_at is None:
@@ -258,12 +257,14 @@ def write_report(
     inputs: Optional[Sequence[Dict[str, str]]] = None,
     jobs: Optional[int] = None,
     started_at: Optional[float] = None,
+    member_suffix: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Runs a screened dataset to the end and writes ``earmark scan``'s JSONL
     report (and, with ``summary``, its summary document); returns the summary.
 
-    ``data_dir`` (path or :class:`~earmark.Gate`) supplies what rows do not
-    carry (the policy settings, the number of registered works); every row
+    ``data_dir`` (path or :class:`~earmark.Gate`; pass the gate or options
+    the run used) supplies what rows do not carry (the policy settings, the
+    number of registered works); every row
     must have been screened against its index generation and policy version,
     or :class:`~earmark.GenerationMismatchError` is raised and nothing is
     written. ``item_column`` names each row in the report (default: the
@@ -274,6 +275,8 @@ def write_report(
     ``jobs`` is reported as the run's parallelism (default: the cluster's
     CPUs); ``started_at`` (``time.time()``) is when the run began, for the
     throughput (default: now, right for a dataset that runs lazily here).
+    For WebDataset shards, ``member_suffix`` (the audio column, e.g. ``flac``)
+    names the member on each match as ``earmark scan`` does (``KEY.flac``).
     """
     from . import _earmark
 
@@ -309,12 +312,14 @@ def write_report(
                 f"({purpose} at {evaluated_at}, {row[f'{PREFIX}purpose']} at "
                 f"{row[f'{PREFIX}evaluated_at']}); write one report per run"
             )
+        item = str(row[item_column]) if item_column else None
         out = report_row(
             _row_result(row),
-            item=str(row[item_column]) if item_column else None,
+            item=item,
             source=source,
             kind=kind,
             position=int(row[position_column]) if position_column else None,
+            member=f"{item or row[f'{PREFIX}name']}.{member_suffix}" if member_suffix else None,
         )
         rows.append(out)
         builder.add(out)

@@ -90,10 +90,12 @@ def report_row(
     source: str = "",
     kind: str = "file",
     position: Optional[int] = None,
+    member: Optional[str] = None,
 ) -> Dict[str, Any]:
     """The report row of one result (a :class:`~earmark.ScreenResult` or its
     ``to_dict()``), in ``earmark scan``'s JSONL schema. ``item`` defaults to
-    the result's name."""
+    the result's name; ``member`` names the WebDataset member the audio came
+    from (``KEY.flac``), as ``earmark scan`` records it on each match."""
     if kind not in ITEM_KINDS:
         raise ValueError(f"unknown item kind {kind!r} (expected one of {ITEM_KINDS})")
     data = result.to_dict() if isinstance(result, ScreenResult) else dict(result)
@@ -105,10 +107,17 @@ def report_row(
         "duration_s": data.get("duration_s"),
         "content_sha256": data.get("content_sha256"),
         "verdict": data["verdict"],
-        "matches": [{k: m[k] for k in _MATCH_KEYS} for m in data.get("matches", ())],
+        "matches": [_report_match(m, member) for m in data.get("matches", ())],
         "reasons": list(data.get("reasons", ())),
         "error": data.get("error"),
     }
+
+
+def _report_match(m: Mapping[str, Any], member: Optional[str]) -> Dict[str, Any]:
+    out = {k: m[k] for k in _MATCH_KEYS}
+    if member is not None:
+        out["member"] = member
+    return out
 
 
 def _write_atomically(path: str, write) -> None:

@@ -8,10 +8,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use earmark::decode::DecodeLimits;
-use earmark::engine;
+use earmark::fingerprint::audio;
+use earmark::fingerprint::file::FingerprintFile;
 use earmark::fingerprint::{CONFIG_ID, Fingerprint, Side};
-use earmark::service::fpfile::FingerprintFile;
-use earmark::service::pb;
+use earmark::proto as pb;
 
 use crate::DecodeError;
 use crate::screen::fingerprint_pcm as pcm_prints;
@@ -59,12 +59,12 @@ pub fn fingerprint_bytes<'py>(
     let data = data.to_vec();
     let bytes = py
         .detach(|| {
-            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+            let sha = earmark::content::sha256_hex(&data);
             let ext = std::path::Path::new(name)
                 .extension()
                 .and_then(|e| e.to_str())
                 .map(str::to_owned);
-            engine::fingerprint_bytes(
+            audio::fingerprint_bytes(
                 data,
                 name,
                 ext.as_deref(),

@@ -59,7 +59,7 @@ create_exception!(
 
 fn open_error(err: OpenError) -> PyErr {
     match &err {
-        OpenError::Engine(earmark::engine::EngineError::Index(
+        OpenError::Engine(earmark::error::EngineError::Index(
             IndexError::ConfigMismatch { .. } | IndexError::FormatVersion { .. },
         )) => ConfigMismatchError::new_err(err.to_string()),
         _ => DataDirError::new_err(err.to_string()),
@@ -121,11 +121,12 @@ fn extract_item(tuple: &Bound<'_, PyTuple>) -> PyResult<Item> {
 fn parse_instant(at: Option<&str>) -> PyResult<OffsetDateTime> {
     match at {
         None => Ok(OffsetDateTime::now_utc()),
-        Some(text) => {
-            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(
-                |e| value_error(format!("consent_at '{text}' is not an RFC 3339 instant: {e}")),
-            )
-        }
+        Some(text) => OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| {
+                value_error(format!(
+                    "consent_at '{text}' is not an RFC 3339 instant: {e}"
+                ))
+            }),
     }
 }
 
@@ -155,7 +156,7 @@ impl NativeGate {
 #[pymethods]
 impl NativeGate {
     #[new]
-    #[pyo3(signature = (data_dir, purpose, threads, unknown_consent, territory))]
+    #[pyo3(signature = (data_dir, purpose, threads, unknown_consent, territory, record_attributions))]
     fn new(
         py: Python<'_>,
         data_dir: PathBuf,
@@ -163,6 +164,7 @@ impl NativeGate {
         threads: Option<usize>,
         unknown_consent: &str,
         territory: Option<&str>,
+        record_attributions: bool,
     ) -> PyResult<Self> {
         let purpose = Scope::from_str(purpose).map_err(value_error)?;
         let unknown_consent = match unknown_consent.trim().to_ascii_lowercase().as_str() {
@@ -193,7 +195,7 @@ impl NativeGate {
             .build()
             .map_err(|e| EarmarkError::new_err(format!("cannot start {threads} threads: {e}")))?;
         let screening = py
-            .detach(|| Screening::open(&data_dir, purpose, policy))
+            .detach(|| Screening::open(&data_dir, purpose, policy, record_attributions))
             .map_err(open_error)?;
         Ok(Self {
             screening,
@@ -205,6 +207,11 @@ impl NativeGate {
     #[getter]
     fn purpose(&self) -> &'static str {
         self.screening.purpose.as_str()
+    }
+
+    #[getter]
+    fn records_attributions(&self) -> bool {
+        self.screening.ledger.is_some()
     }
 
     #[getter]

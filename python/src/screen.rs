@@ -5,15 +5,18 @@
 
 use std::path::{Path, PathBuf};
 
+use earmark::content;
+use earmark::data_dir::DataDir;
 use earmark::decode::{DecodeLimits, MonoResampler, downmix};
-use earmark::engine::{self, DataDir};
+use earmark::error::EngineError;
+use earmark::fingerprint::audio;
 use earmark::fingerprint::{Fingerprint, SAMPLE_RATE_HZ, Side, StreamingFingerprinter};
 use earmark::index::Index;
-use earmark::matcher::{self, MatcherConfig};
-use earmark::policy::{self, MatchEvidence, PolicyConfig, Verdict, VerdictContext};
+use earmark::matcher::MatcherConfig;
+use earmark::policy::{self, MatchEvidence, PolicyConfig, Verdict};
 use earmark::registry::{Registry, Scope};
+use earmark::screening::{Screened, Screener, Submission, SubmissionId};
 use serde::Serialize;
-use sha2::Digest;
 use time::OffsetDateTime;
 
 /// Resolution of reported durations (per second), as `earmark scan`.
@@ -97,12 +100,18 @@ struct ResultOut {
     policy_version: String,
     engine_version: String,
     attributions: Vec<AttributionOut>,
+    /// New ledger entries this screening wrote.
+    attributions_recorded: usize,
 }
 
 /// Everything screening reads, shared by the threads of the pool.
 pub struct Screening {
     pub index: Index,
+    /// Opened read-only: consent is read, nothing is written.
     pub registry: Registry,
+    /// The same registry opened for writing, when allowed opted-in uses are
+    /// recorded in the attribution ledger.
+    pub ledger: Option<Registry>,
     pub purpose: Scope,
     pub policy: PolicyConfig,
     pub matcher: MatcherConfig,
@@ -114,10 +123,6 @@ struct Fingerprinted {
     fingerprint: Fingerprint,
     duration_s: f64,
     content_sha256: Option<String>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 fn round_duration(seconds: f64) -> f64 {
@@ -188,8 +193,15 @@ pub fn fingerprint_pcm(
 }
 
 impl Screening {
-    /// Opens a data directory for screening; fails when it is not one.
-    pub fn open(root: &Path, purpose: Scope, policy: PolicyConfig) -> Result<Self, OpenError> {
+    /// Opens a data directory for screening (index memory-mapped, registry
+    /// read-only; with `record`, also for writing the ledger); fails when it
+    /// is not one.
+    pub fn open(
+        root: &Path,
+        purpose: Scope,
+        policy: PolicyConfig,
+        record: bool,
+    ) -> Result<Self, OpenError> {
         let meta = std::fs::metadata(root).map_err(|source| OpenError::Missing {
             path: root.to_path_buf(),
             source,
@@ -206,10 +218,16 @@ impl Screening {
             });
         }
         let index = data.open_index().map_err(OpenError::Engine)?;
-        let registry = data.open_registry().map_err(OpenError::Engine)?;
+        let registry = data.open_registry_read_only().map_err(OpenError::Engine)?;
+        let ledger = if record {
+            Some(data.open_registry().map_err(OpenError::Engine)?)
+        } else {
+            None
+        };
         Ok(Self {
             index,
             registry,
+            ledger,
             purpose,
             policy,
             matcher: MatcherConfig::default(),
@@ -235,10 +253,9 @@ impl Screening {
         match source {
             Source::Invalid(reason) => Err(reason),
             Source::Path(path) => {
-                let sha = engine::sha256_file(&path).map_err(|e| e.to_string())?;
-                let (fingerprint, info) =
-                    engine::fingerprint_file(&path, &self.limits, Side::Query)
-                        .map_err(|e| e.to_string())?;
+                let sha = content::sha256_file(&path).map_err(|e| e.to_string())?;
+                let (fingerprint, info) = audio::fingerprint_file(&path, &self.limits, Side::Query)
+                    .map_err(|e| e.to_string())?;
                 Ok(Fingerprinted {
                     fingerprint,
                     duration_s: info.duration_s,
@@ -246,9 +263,9 @@ impl Screening {
                 })
             }
             Source::Bytes(bytes) => {
-                let sha = sha256_hex(&bytes);
+                let sha = content::sha256_hex(&bytes);
                 let ext = extension(name);
-                let (fingerprint, info) = engine::fingerprint_bytes(
+                let (fingerprint, info) = audio::fingerprint_bytes(
                     bytes,
                     name,
                     ext.as_deref(),
@@ -278,43 +295,39 @@ impl Screening {
         }
     }
 
-    fn submission_id(label: &Label, found: &Fingerprinted) -> String {
+    /// The submission's id by the rule of [`SubmissionId`]: the caller's id,
+    /// else `sha256:` of the encoded audio, else `prints:` of the prints.
+    fn submission_id(label: &Label, found: &Fingerprinted) -> Result<SubmissionId, String> {
         if let Some(id) = &label.submission_id {
-            return id.clone();
+            return SubmissionId::named(id).map_err(|e| format!("{}: {e}", label.name));
         }
-        match &found.content_sha256 {
-            Some(sha) => format!("sha256:{sha}"),
-            None => {
-                let mut hasher = sha2::Sha256::new();
-                for p in &found.fingerprint.prints {
-                    hasher.update(p.hash.to_le_bytes());
-                    hasher.update(p.t_frame.to_le_bytes());
-                    hasher.update([p.f_half_bins]);
-                }
-                format!("prints:{}", hex::encode(hasher.finalize()))
+        Ok(match &found.content_sha256 {
+            Some(sha) => {
+                SubmissionId::from_sha256(sha).map_err(|e| format!("{}: {e}", label.name))?
             }
-        }
+            None => SubmissionId::of_prints(&found.fingerprint.prints),
+        })
     }
 
     fn decide(&self, label: &Label, found: Fingerprinted, at: OffsetDateTime) -> ResultOut {
-        let submission_id = Self::submission_id(label, &found);
-        let matches = matcher::find_matches(&self.index, &found.fingerprint, &self.matcher);
-        let context = VerdictContext {
-            submission_id: submission_id.clone(),
-            submission_name: label.name.clone(),
-            index_generation: self.index.generation(),
-            engine_version: earmark::ENGINE_VERSION.to_owned(),
-        };
         let duration = Some(round_duration(found.duration_s));
-        match policy::decide(
-            &matches,
-            self.purpose,
-            at,
-            &self.registry,
-            &self.policy,
-            context,
-        ) {
-            Ok(verdict) => verdict_result(label, verdict, found.content_sha256, duration),
+        let id = match Self::submission_id(label, &found) {
+            Ok(id) => id,
+            Err(reason) => {
+                return self.error_result(label, reason, found.content_sha256, duration, at);
+            }
+        };
+        let submission = Submission {
+            id,
+            name: label.name.clone(),
+        };
+        let screener = Screener::new(&self.index, &self.registry, &self.policy, &self.matcher);
+        let screener = match &self.ledger {
+            Some(ledger) => screener.recording_to(ledger),
+            None => screener,
+        };
+        match screener.screen(&submission, &found.fingerprint, self.purpose, at) {
+            Ok(screened) => verdict_result(label, screened, found.content_sha256, duration),
             Err(e) => {
                 let mut out = self.error_result(
                     label,
@@ -323,7 +336,7 @@ impl Screening {
                     duration,
                     at,
                 );
-                out.submission_id = Some(submission_id);
+                out.submission_id = Some(submission.id.as_str().to_owned());
                 out.reasons = vec!["not screened: the verdict could not be made".into()];
                 out
             }
@@ -353,16 +366,22 @@ impl Screening {
             policy_version: policy::POLICY_VERSION.to_owned(),
             engine_version: earmark::ENGINE_VERSION.to_owned(),
             attributions: Vec::new(),
+            attributions_recorded: 0,
         }
     }
 }
 
 fn verdict_result(
     label: &Label,
-    verdict: Verdict,
+    screened: Screened,
     content_sha256: Option<String>,
     duration_s: Option<f64>,
 ) -> ResultOut {
+    let Screened {
+        verdict,
+        attributions_recorded,
+    } = screened;
+    let verdict: Verdict = verdict;
     ResultOut {
         verdict: verdict.decision.as_str(),
         name: label.name.clone(),
@@ -388,6 +407,7 @@ fn verdict_result(
                 seconds_matched: a.seconds_matched,
             })
             .collect(),
+        attributions_recorded,
     }
 }
 
@@ -433,5 +453,5 @@ pub enum OpenError {
     )]
     NoRegistry { path: PathBuf },
     #[error(transparent)]
-    Engine(engine::EngineError),
+    Engine(EngineError),
 }

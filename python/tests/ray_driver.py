@@ -109,6 +109,7 @@ def main(argv=None) -> int:
         inputs=[{"path": args.input, "kind": args.kind}],
         jobs=int(args.actors * args.actor_cpus),
         started_at=started,
+        member_suffix=audio_column if args.kind == "webdataset" else None,
     )
     wall_s = time.time() - started
     print(
