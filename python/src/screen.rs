@@ -156,7 +156,7 @@ pub fn fingerprint_pcm(
             "{name}: sample rate {sample_rate_hz} Hz (1 to {MAX_PCM_RATE_HZ} Hz supported)"
         ));
     }
-    if samples.len() % channels != 0 {
+    if !samples.len().is_multiple_of(channels) {
         return Err(format!(
             "{name}: {} samples do not split into {channels} channels",
             samples.len()
