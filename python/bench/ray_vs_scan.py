@@ -125,12 +125,13 @@ def run_ray(cluster: RayCluster, data: Path, files, work: Path) -> dict:
             str(DRIVER), "--data", str(data), "--input", str(folder), "--kind", "files",
             "--report", str(report), "--summary", str(summary),
             "--actors", str(JOBS), "--actor-cpus", "1", "--batch-size", "2",
+            "--blocks", str(len(files)), "--facts", str(work / "facts.json"),
         ],
         timeout_s=3600,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"ray driver failed:\n{proc.stderr[-5000:]}\n{cluster.logs()}")
-    facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    facts = json.loads((work / "facts.json").read_text())
     doc = json.loads(summary.read_text())
     return {
         "items": doc["items"],

@@ -12,20 +12,23 @@ use earmark::fingerprint::audio;
 use earmark::fingerprint::file::FingerprintFile;
 use earmark::fingerprint::{CONFIG_ID, Fingerprint, Side};
 use earmark::proto as pb;
+use earmark::screening::SubmissionId;
 
 use crate::DecodeError;
 use crate::screen::fingerprint_pcm as pcm_prints;
 
+/// The fingerprint file; `submission_id` is the content id (`sha256:<hex>`,
+/// as `FingerprintFile::from_audio` writes it) or empty for samples.
 fn file_bytes(
     fingerprint: Fingerprint,
     duration_s: f64,
     name: &str,
-    sha256: Option<String>,
+    submission_id: Option<SubmissionId>,
 ) -> Vec<u8> {
     FingerprintFile {
         header: pb::FingerprintHeader {
             submission: Some(pb::SubmissionMetadata {
-                submission_id: sha256.unwrap_or_default(),
+                submission_id: submission_id.map(String::from).unwrap_or_default(),
                 file_name: name.to_owned(),
                 ..pb::SubmissionMetadata::default()
             }),
@@ -59,7 +62,7 @@ pub fn fingerprint_bytes<'py>(
     let data = data.to_vec();
     let bytes = py
         .detach(|| {
-            let sha = earmark::content::sha256_hex(&data);
+            let id = SubmissionId::of_content(&data);
             let ext = std::path::Path::new(name)
                 .extension()
                 .and_then(|e| e.to_str())
@@ -71,7 +74,7 @@ pub fn fingerprint_bytes<'py>(
                 &DecodeLimits::default(),
                 Side::Query,
             )
-            .map(|(fingerprint, info)| file_bytes(fingerprint, info.duration_s, name, Some(sha)))
+            .map(|(fingerprint, info)| file_bytes(fingerprint, info.duration_s, name, Some(id)))
             .map_err(|e| e.to_string())
         })
         .map_err(DecodeError::new_err)?;

@@ -78,15 +78,16 @@ def scan(data_dir, inputs, tmp: Path, name: str):
 
 def drive(cluster, tmp: Path, name: str, *args):
     report, summary = tmp / f"{name}-ray.jsonl", tmp / f"{name}-ray.json"
+    facts_file = tmp / f"{name}-facts.json"
     proc = cluster.run_driver(
         [
             str(DRIVER), *map(str, args),
-            "--report", str(report), "--summary", str(summary),
+            "--report", str(report), "--summary", str(summary), "--facts", str(facts_file),
             "--actors", "2", "--actor-cpus", str(ACTOR_CPUS),
         ]
     )
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-6000:]}\n{cluster.logs()}"
-    facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    facts = json.loads(facts_file.read_text())
     return earmark.report.read_report(report), json.loads(summary.read_text()), facts
 
 
@@ -199,10 +200,11 @@ def test_a_run_refuses_to_mix_index_generations(cluster, tmp_path):
             str(DRIVER), "--data", str(data), "--input", str(folder), "--kind", "files",
             "--report", str(tmp_path / "r.jsonl"), "--change-index-with", str(extra),
             "--earmark-bin", str(earmark_bin()), "--actors", "1",
+            "--facts", str(tmp_path / "facts.json"),
         ]
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    outcome = json.loads(proc.stdout.strip().splitlines()[-1])
+    outcome = json.loads((tmp_path / "facts.json").read_text())
     assert outcome["failed"], outcome
     assert "GenerationMismatchError" in outcome["message"] or "generation" in outcome["message"]
     assert not (tmp_path / "r.jsonl").exists()
