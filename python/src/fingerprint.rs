@@ -10,8 +10,7 @@ use pyo3::types::PyBytes;
 use earmark::decode::DecodeLimits;
 use earmark::fingerprint::audio;
 use earmark::fingerprint::file::FingerprintFile;
-use earmark::fingerprint::{CONFIG_ID, Fingerprint, Side};
-use earmark::proto as pb;
+use earmark::fingerprint::{Fingerprint, Side};
 
 use crate::DecodeError;
 use crate::screen::fingerprint_pcm as pcm_prints;
@@ -22,20 +21,7 @@ fn file_bytes(
     name: &str,
     sha256: Option<String>,
 ) -> Vec<u8> {
-    FingerprintFile {
-        header: pb::FingerprintHeader {
-            submission: Some(pb::SubmissionMetadata {
-                submission_id: sha256.unwrap_or_default(),
-                file_name: name.to_owned(),
-                ..pb::SubmissionMetadata::default()
-            }),
-            config_id: CONFIG_ID,
-            frames: fingerprint.frames as u64,
-            duration_s,
-        },
-        fingerprint,
-    }
-    .to_bytes()
+    FingerprintFile::new(fingerprint, duration_s, name, sha256.as_deref()).to_bytes()
 }
 
 /// Fingerprint file of an audio file.
