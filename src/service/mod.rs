@@ -34,6 +34,7 @@ mod registry_svc;
 mod screening;
 pub mod server;
 pub mod state;
+mod upload_limits;
 
 use std::sync::Arc;
 
