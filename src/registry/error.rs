@@ -23,7 +23,9 @@ pub enum RegistryError {
     },
     /// SQLite reported only a "disk I/O error" and a write to the data
     /// directory says why (a full disk, a read-only mount).
-    #[error("cannot open registry database {path}: the data directory cannot be written: {io} ({source})")]
+    #[error(
+        "cannot open registry database {path}: the data directory cannot be written: {io} ({source})"
+    )]
     OpenUnwritable {
         path: PathBuf,
         source: rusqlite::Error,

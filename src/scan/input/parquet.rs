@@ -13,7 +13,7 @@ use arrow_array::{Array, StructArray};
 use arrow_schema::{ArrowError, DataType, Fields};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{Emit, InputKind, InputOptions, base_dir, resolve_relative};
+use super::{Emit, InputKind, InputOptions, base_dir, parquet_footer, resolve_relative};
 use crate::scan::error::ScanError;
 use crate::scan::item::{Carry, Event, InputLayout, Item, ItemKind, Payload};
 
@@ -62,7 +62,9 @@ fn guarded<T>(call: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, ScanError> {
-    let file = File::open(path).map_err(|e| ScanError::input(path, e.to_string()))?;
+    let mut file = File::open(path).map_err(|e| ScanError::input(path, e.to_string()))?;
+    parquet_footer::check(&mut file)
+        .map_err(|e| ScanError::input(path, format!("not a readable parquet file: {e}")))?;
     guarded(|| ParquetRecordBatchReaderBuilder::try_new(file))
         .and_then(|built| built.map_err(|e| e.to_string()))
         .map_err(|e| ScanError::input(path, format!("not a readable parquet file: {e}")))
