@@ -30,3 +30,29 @@ if [ "$have" != "$want" ]; then
   echo "setup: installing playwright-core $want in $browser" >&2
   npm ci --prefix "$browser" --silent --no-audit --no-fund >/dev/null
 fi
+
+# Python: a virtual environment (.venv, or $EARMARK_VENV) with the pinned packages
+# the Python package's build, tests and benchmarks use (python/requirements-dev.txt:
+# maturin, pytest, numpy, datasets, ray[data], pyarrow). Reinstalled only when that
+# file changes. iproute2 gives `ip netns` for the Ray cluster tests.
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="${EARMARK_VENV:-$ROOT/.venv}"
+REQUIREMENTS="$ROOT/python/requirements-dev.txt"
+py_need=()
+command -v ip >/dev/null 2>&1 || py_need+=(iproute2)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || py_need+=(python3-venv)
+if [ "${#py_need[@]}" -gt 0 ]; then
+  echo "setup: installing ${py_need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${py_need[@]}" >/dev/null
+fi
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+stamp="$VENV/.earmark-requirements.sha256"
+want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing the Python packages into $VENV" >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQUIREMENTS"
+  echo "$want" > "$stamp"
+fi

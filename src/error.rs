@@ -14,6 +14,19 @@ pub enum EngineError {
     Index(#[from] IndexError),
     #[error("{input}: too short to fingerprint ({duration_s:.2} s of audio)")]
     TooShort { input: String, duration_s: f64 },
+    #[error(
+        "{input}: silent: no spectral peaks in {duration_s:.2} s of audio (nothing to fingerprint)"
+    )]
+    Silent { input: String, duration_s: f64 },
+    #[error(
+        "{input}: too few spectral peaks to fingerprint ({peaks} in {duration_s:.2} s of audio; \
+         near-silent or a steady tone)"
+    )]
+    TooFewPeaks {
+        input: String,
+        duration_s: f64,
+        peaks: usize,
+    },
     #[error("invalid work id '{work_id}': {reason}")]
     InvalidWorkId { work_id: String, reason: String },
     #[error(transparent)]

@@ -34,6 +34,30 @@ pub struct PreparedWork {
 /// Shortest reference accepted (seconds).
 pub const MIN_REFERENCE_S: f64 = 1.0;
 
+/// Refuses a reference that cannot be matched, with its real reason: too
+/// short, silent (no spectral peaks at all), or too few peaks to hash.
+pub fn check_reference(
+    input: &str,
+    fingerprint: &Fingerprint,
+    info: &AudioInfo,
+) -> Result<(), EngineError> {
+    let (input, duration_s) = (input.to_owned(), info.duration_s);
+    if duration_s < MIN_REFERENCE_S {
+        return Err(EngineError::TooShort { input, duration_s });
+    }
+    if fingerprint.peaks.is_empty() {
+        return Err(EngineError::Silent { input, duration_s });
+    }
+    if fingerprint.prints.is_empty() {
+        return Err(EngineError::TooFewPeaks {
+            input,
+            duration_s,
+            peaks: fingerprint.peaks.len(),
+        });
+    }
+    Ok(())
+}
+
 /// Decodes and fingerprints a reference recording.
 pub fn prepare_work(
     work_id: &str,
@@ -42,12 +66,7 @@ pub fn prepare_work(
 ) -> Result<PreparedWork, EngineError> {
     validate_work_id(work_id)?;
     let (fingerprint, info) = fingerprint_file(path, limits, Side::Reference)?;
-    if info.duration_s < MIN_REFERENCE_S || fingerprint.prints.is_empty() {
-        return Err(EngineError::TooShort {
-            input: path.display().to_string(),
-            duration_s: info.duration_s,
-        });
-    }
+    check_reference(&path.display().to_string(), &fingerprint, &info)?;
     Ok(PreparedWork {
         work_id: work_id.to_string(),
         source: path.to_path_buf(),
@@ -307,6 +326,43 @@ mod tests {
             metadata,
             consents: Vec::new(),
         }
+    }
+
+    /// A mono 16-bit PCM WAV of `seconds` of digital silence.
+    fn silent_wav(seconds: u32) -> Vec<u8> {
+        let rate_hz: u32 = 8000;
+        let data_len = seconds * rate_hz * 2;
+        let mut out = Vec::new();
+        out.extend_from_slice(b"RIFF");
+        out.extend_from_slice(&(36 + data_len).to_le_bytes());
+        out.extend_from_slice(b"WAVEfmt ");
+        for v in [16u32.to_le_bytes(), [1, 0, 1, 0]] {
+            out.extend_from_slice(&v);
+        }
+        out.extend_from_slice(&rate_hz.to_le_bytes());
+        out.extend_from_slice(&(rate_hz * 2).to_le_bytes());
+        out.extend_from_slice(&[2, 0, 16, 0]);
+        out.extend_from_slice(b"data");
+        out.extend_from_slice(&data_len.to_le_bytes());
+        out.resize(out.len() + data_len as usize, 0);
+        out
+    }
+
+    #[test]
+    fn a_silent_reference_is_refused_as_silent_not_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silence.wav");
+        std::fs::write(&path, silent_wav(10)).unwrap();
+        let err = prepare_work("silence", &path, &DecodeLimits::default()).unwrap_err();
+        assert!(matches!(err, EngineError::Silent { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("silent") && text.contains("10.00 s"),
+            "{text}"
+        );
+        std::fs::write(&path, silent_wav(0)).unwrap();
+        let short = prepare_work("silence", &path, &DecodeLimits::default());
+        assert!(!matches!(short, Err(EngineError::Silent { .. }) | Ok(_)));
     }
 
     #[test]

@@ -184,6 +184,7 @@ fn command_identity(options: &ScanOptions, inputs: &[InputSpec]) -> serde_json::
         "policy": options.policy,
         "matcher": options.matcher,
         "hash_content": options.hash_content,
+        "record_attributions": options.record_attributions,
         "remote": options.remote.as_ref().map(|r| r.url().to_owned()),
         "max_member_bytes": options.input.max_member_bytes,
         "limits": [options.limits.max_bytes, options.limits.max_duration_s.to_bits(), options.limits.max_channels as u64],

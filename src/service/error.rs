@@ -287,6 +287,9 @@ fn classify_engine(e: &EngineError) -> Class {
         EngineError::TooShort { .. } => {
             Class::new(Code::InvalidArgument, "AUDIO_TOO_SHORT").field("audio", e.to_string())
         }
+        EngineError::Silent { .. } | EngineError::TooFewPeaks { .. } => {
+            Class::new(Code::InvalidArgument, "AUDIO_SILENT").field("audio", e.to_string())
+        }
         EngineError::InvalidWorkId { reason, .. } => {
             Class::new(Code::InvalidArgument, "INVALID_WORK_ID").field("work_id", reason)
         }

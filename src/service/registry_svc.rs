@@ -22,7 +22,6 @@ use super::pb;
 use super::state::{Cancel, Ready, Settings, run_blocking};
 use crate::decode::DecodeLimits;
 use crate::fingerprint::Side;
-use crate::registration::MIN_REFERENCE_S;
 use crate::registration::PreparedWork;
 use crate::registry::{
     AuditEntry, Isni, Isrc, Iswc, NewWork, ReferenceAudio, Registry, Work, WorkId,
@@ -252,13 +251,7 @@ fn register_bytes(
         &limits,
         Side::Reference,
     )?;
-    if info.duration_s < MIN_REFERENCE_S || fingerprint.prints.is_empty() {
-        return Err(crate::error::EngineError::TooShort {
-            input: file_name,
-            duration_s: info.duration_s,
-        }
-        .into());
-    }
+    crate::registration::check_reference(&file_name, &fingerprint, &info)?;
     cancel.check()?;
     let actor = principal.actor();
     let now = ready.reader.now();
