@@ -10,35 +10,18 @@ use pyo3::types::PyBytes;
 use earmark::decode::DecodeLimits;
 use earmark::fingerprint::audio;
 use earmark::fingerprint::file::FingerprintFile;
-use earmark::fingerprint::{CONFIG_ID, Fingerprint, Side};
-use earmark::proto as pb;
-use earmark::screening::SubmissionId;
+use earmark::fingerprint::{Fingerprint, Side};
 
 use crate::DecodeError;
 use crate::screen::fingerprint_pcm as pcm_prints;
 
-/// The fingerprint file; `submission_id` is the content id (`sha256:<hex>`,
-/// as `FingerprintFile::from_audio` writes it) or empty for samples.
 fn file_bytes(
     fingerprint: Fingerprint,
     duration_s: f64,
     name: &str,
-    submission_id: Option<SubmissionId>,
+    sha256: Option<String>,
 ) -> Vec<u8> {
-    FingerprintFile {
-        header: pb::FingerprintHeader {
-            submission: Some(pb::SubmissionMetadata {
-                submission_id: submission_id.map(String::from).unwrap_or_default(),
-                file_name: name.to_owned(),
-                ..pb::SubmissionMetadata::default()
-            }),
-            config_id: CONFIG_ID,
-            frames: fingerprint.frames as u64,
-            duration_s,
-        },
-        fingerprint,
-    }
-    .to_bytes()
+    FingerprintFile::new(fingerprint, duration_s, name, sha256.as_deref()).to_bytes()
 }
 
 /// Fingerprint file of an audio file.
@@ -62,7 +45,7 @@ pub fn fingerprint_bytes<'py>(
     let data = data.to_vec();
     let bytes = py
         .detach(|| {
-            let id = SubmissionId::of_content(&data);
+            let sha = earmark::content::sha256_hex(&data);
             let ext = std::path::Path::new(name)
                 .extension()
                 .and_then(|e| e.to_str())
@@ -74,7 +57,7 @@ pub fn fingerprint_bytes<'py>(
                 &DecodeLimits::default(),
                 Side::Query,
             )
-            .map(|(fingerprint, info)| file_bytes(fingerprint, info.duration_s, name, Some(id)))
+            .map(|(fingerprint, info)| file_bytes(fingerprint, info.duration_s, name, Some(sha)))
             .map_err(|e| e.to_string())
         })
         .map_err(DecodeError::new_err)?;

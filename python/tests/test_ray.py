@@ -127,8 +127,10 @@ def test_files_screen_as_earmark_scan_does(cluster, corpus, data_dir, tmp_path):
         cluster, tmp_path, "files", "--data", data_dir, "--input", corpus, "--kind", "files"
     )
     assert len(facts["nodes"]) == cluster.nodes
-    # Both nodes screened (an actor per node).
-    assert facts["nodes_used"] == sorted(cluster.addresses)
+    # Rows were screened on the cluster's nodes. With a handful of items one
+    # actor may take every batch before the other has started on a loaded
+    # machine, so which nodes did the work is not asserted.
+    assert facts["nodes_used"] and set(facts["nodes_used"]) <= set(cluster.addresses)
     base = lambda item: os.path.basename(item)  # noqa: E731 - scan and Ray spell paths alike
     assert_same_rows(scan_rows, rows, key=base)
     verdicts = {base(r["item"]): r["verdict"] for r in rows}

@@ -55,6 +55,17 @@ pub struct ServeArgs {
     /// more are refused with RESOURCE_EXHAUSTED. Default: 4 per worker.
     #[arg(long)]
     pub max_in_flight: Option<usize>,
+    /// Uploads (Screen, ScreenFingerprints, RegisterWork streams) received at
+    /// once; more are refused with RESOURCE_EXHAUSTED. Default: 2 per
+    /// admitted job (--max-in-flight).
+    #[arg(long)]
+    pub max_uploads: Option<usize>,
+    /// Seconds an upload may send nothing before it is cut (DEADLINE_EXCEEDED).
+    #[arg(long, default_value_t = crate::service::state::DEFAULT_UPLOAD_IDLE.as_secs_f64())]
+    pub upload_idle_seconds: f64,
+    /// Seconds an upload may take in all before it is cut (slow trickles).
+    #[arg(long, default_value_t = crate::service::state::DEFAULT_MAX_UPLOAD_TIME.as_secs_f64())]
+    pub max_upload_seconds: f64,
     /// Threads fingerprinting and matching (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -106,14 +117,31 @@ fn server_config(data: &DataDir, args: &ServeArgs) -> Result<ServerConfig> {
     if !(args.drain_seconds.is_finite() && args.drain_seconds >= 0.0) {
         bail!("--drain-seconds must be zero or more");
     }
+    let positive = |value: f64, flag: &str| {
+        if value.is_finite() && value > 0.0 {
+            Ok(Duration::from_secs_f64(value))
+        } else {
+            Err(anyhow::anyhow!(
+                "{flag} must be a positive number of seconds"
+            ))
+        }
+    };
+    let upload_idle = positive(args.upload_idle_seconds, "--upload-idle-seconds")?;
+    let max_upload_time = positive(args.max_upload_seconds, "--max-upload-seconds")?;
     let defaults = Limits::for_workers(config.workers);
+    let max_in_flight = args.max_in_flight.unwrap_or(defaults.max_in_flight);
     config.limits = Limits {
         max_upload_bytes: args.max_upload_bytes,
         max_audio_s: args.max_audio_seconds,
         max_message_bytes: args.max_message_bytes,
         per_connection: args.max_per_connection,
-        max_in_flight: args.max_in_flight.unwrap_or(defaults.max_in_flight),
+        max_in_flight,
         max_request_time: Duration::from_secs(args.max_request_seconds.max(1)),
+        max_uploads: args
+            .max_uploads
+            .unwrap_or(max_in_flight.max(1) * crate::service::state::DEFAULT_UPLOADS_PER_IN_FLIGHT),
+        upload_idle,
+        max_upload_time,
         ..defaults
     };
     config.auth = if args.insecure_no_auth {

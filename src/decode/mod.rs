@@ -28,6 +28,7 @@ mod resample;
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::LazyLock;
 
@@ -292,6 +293,25 @@ fn container_facts(
     Ok(facts)
 }
 
+/// Runs a call into the demuxers and codecs, turning a panic into an error:
+/// some of them index out of bounds on malformed data (a Vorbis codebook, for
+/// one) instead of returning an error, and one hostile file must fail alone,
+/// not take the scan or the server down. The sink and the resampler are
+/// earmark's own code and are not guarded.
+fn guarded<T>(input: &str, call: impl FnOnce() -> T) -> Result<T, DecodeError> {
+    std::panic::catch_unwind(AssertUnwindSafe(call)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        DecodeError::Corrupt {
+            input: input.to_string(),
+            reason: format!("the decoder failed on malformed data ({message})"),
+        }
+    })
+}
+
 /// The truncation error of a stream that decoded `decoded_frames` of
 /// `declared_frames`, if it fell short by more than [`TRUNCATION_TOLERANCE`]
 /// and `slack_s` seconds.
@@ -326,25 +346,26 @@ fn decode_source(
     if let Some(ext) = extension_hint {
         hint.with_extension(ext);
     }
-    let mut format = symphonia::default::get_probe()
-        .probe(
+    let mut format = guarded(input, || {
+        symphonia::default::get_probe().probe(
             &hint,
             mss,
             FormatOptions::default(),
             MetadataOptions::default(),
         )
-        .map_err(|err| match err {
-            SymphoniaError::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                DecodeError::UnsupportedFormat {
-                    input: input_name(),
-                    reason: "too short to identify".into(),
-                }
-            }
-            other => DecodeError::UnsupportedFormat {
+    })?
+    .map_err(|err| match err {
+        SymphoniaError::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            DecodeError::UnsupportedFormat {
                 input: input_name(),
-                reason: other.to_string(),
-            },
-        })?;
+                reason: "too short to identify".into(),
+            }
+        }
+        other => DecodeError::UnsupportedFormat {
+            input: input_name(),
+            reason: other.to_string(),
+        },
+    })?;
     let track =
         format
             .default_track(TrackType::Audio)
@@ -379,12 +400,13 @@ fn decode_source(
         let declared_s = frames as f64 / f64::from(source_rate);
         check_duration(input, declared_s, limits)?;
     }
-    let mut decoder = CODECS
-        .make_audio_decoder(&params, &AudioDecoderOptions::default())
-        .map_err(|err| DecodeError::UnsupportedCodec {
-            input: input_name(),
-            reason: err.to_string(),
-        })?;
+    let mut decoder = guarded(input, || {
+        CODECS.make_audio_decoder(&params, &AudioDecoderOptions::default())
+    })?
+    .map_err(|err| DecodeError::UnsupportedCodec {
+        input: input_name(),
+        reason: err.to_string(),
+    })?;
     let codec = format!("{:?}", params.codec);
 
     let mut resampler = MonoResampler::new(source_rate, target_rate_hz, input)?;
@@ -396,7 +418,7 @@ fn decode_source(
     let mut good_packets = 0usize;
 
     loop {
-        let packet = match format.next_packet() {
+        let packet = match guarded(input, || format.next_packet())? {
             Ok(Some(packet)) => packet,
             Ok(None) => break,
             Err(SymphoniaError::IoError(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -437,7 +459,7 @@ fn decode_source(
         if packet.track_id != track_id {
             continue;
         }
-        let buffer = match decoder.decode(&packet) {
+        let buffer = match guarded(input, || decoder.decode(&packet))? {
             Ok(buffer) => buffer,
             Err(SymphoniaError::DecodeError(reason)) => {
                 bad_packets += 1;
@@ -486,7 +508,7 @@ fn decode_source(
         if frames == 0 {
             continue;
         }
-        buffer.copy_to_vec_interleaved(&mut interleaved);
+        guarded(input, || buffer.copy_to_vec_interleaved(&mut interleaved))?;
         let kept =
             &interleaved[trim_start * buffer_channels..(trim_start + frames) * buffer_channels];
         downmix(kept, buffer_channels, &mut mono);

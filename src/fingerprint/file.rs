@@ -61,21 +61,41 @@ impl FingerprintFile {
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        Ok(Self {
+        Ok(Self::new(
+            fingerprint,
+            info.duration_s,
+            &name,
+            Some(&sha256),
+        ))
+    }
+
+    /// A fingerprint file of prints made elsewhere: the submission id is
+    /// `sha256:<hex>` of the audio when its SHA-256 is known (the one rule of
+    /// [`SubmissionId`](crate::screening::SubmissionId)), else empty (the
+    /// server then names it by its prints).
+    pub fn new(
+        fingerprint: Fingerprint,
+        duration_s: f64,
+        name: &str,
+        content_sha256: Option<&str>,
+    ) -> Self {
+        let submission_id = content_sha256
+            .and_then(|sha| crate::screening::SubmissionId::from_sha256(sha).ok())
+            .map(String::from)
+            .unwrap_or_default();
+        Self {
             header: pb::FingerprintHeader {
                 submission: Some(pb::SubmissionMetadata {
-                    submission_id: crate::screening::SubmissionId::from_sha256(&sha256)
-                        .map(String::from)
-                        .unwrap_or(sha256),
-                    file_name: name,
+                    submission_id,
+                    file_name: name.to_owned(),
                     ..pb::SubmissionMetadata::default()
                 }),
                 config_id: CONFIG_ID,
                 frames: fingerprint.frames as u64,
-                duration_s: info.duration_s,
+                duration_s,
             },
             fingerprint,
-        })
+        }
     }
 
     /// Serialises to the file format.

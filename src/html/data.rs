@@ -3,8 +3,8 @@
 //! contract), with repeated strings (sources, reasons, consent states) stored
 //! once.
 //!
-//! A 100,000-row report of mostly allowed items encodes to about 15 MB this
-//! way; the JSON lines of the same rows are about three times larger.
+//! The generated 100,000-row report of `scripts/report-bench.sh` (mostly
+//! allowed items) encodes to 19 MB this way, against 43 MB of JSON lines.
 
 use std::collections::HashMap;
 

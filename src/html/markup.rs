@@ -426,8 +426,8 @@ fn items_section(view: &PageView) -> Markup {
                     }
                 }
             }
-            p #item-count aria-live="polite" { "Loading the items…" }
-            div.table-wrap {
+            p #item-count aria-live="polite" hidden {}
+            div.table-wrap #item-table-wrap hidden {
                 table #item-table {
                     caption.visually-hidden { "Screened items; column headers sort" }
                     thead { tr {

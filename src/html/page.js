@@ -35,6 +35,7 @@
     }
   } catch (e) {
     countEl.textContent = 'The item data cannot be read: ' + e.message;
+    countEl.hidden = false;
     return;
   }
   var items = data.items, text = data.text, works = data.works;
@@ -434,6 +435,8 @@
   });
 
   document.getElementById('item-controls').hidden = false;
+  document.getElementById('item-table-wrap').hidden = false;
+  countEl.hidden = false;
   update();
   document.body.setAttribute('data-items-ready', (performance.now()).toFixed(1));
 })();

@@ -21,6 +21,16 @@ pub enum RegistryError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// SQLite reported only a "disk I/O error" and a write to the data
+    /// directory says why (a full disk, a read-only mount).
+    #[error(
+        "cannot open registry database {path}: the data directory cannot be written: {io} ({source})"
+    )]
+    OpenUnwritable {
+        path: PathBuf,
+        source: rusqlite::Error,
+        io: std::io::Error,
+    },
     #[error(
         "registry schema version {found} is newer than this build supports ({supported}); \
          upgrade earmark"

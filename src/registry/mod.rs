@@ -75,6 +75,26 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// Bytes written to the data directory when probing why SQLite failed.
+const WRITE_PROBE_BYTES: usize = 64 * 1024;
+
+/// For a SQLite I/O error, why writing to the data directory fails, if it
+/// does: while opening, SQLite reports a full disk or a read-only mount only
+/// as "disk I/O error" (it cannot grow its shared-memory file).
+fn unwritable(dir: &Path, err: &rusqlite::Error) -> Option<std::io::Error> {
+    let io_failure = matches!(err, rusqlite::Error::SqliteFailure(e, _)
+        if e.code == rusqlite::ErrorCode::SystemIoFailure);
+    if !io_failure {
+        return None;
+    }
+    tempfile::tempfile_in(dir)
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, &[0u8; WRITE_PROBE_BYTES])?;
+            file.sync_all()
+        })
+        .err()
+}
+
 impl Registry {
     /// Opens (creating if needed) `data_dir/registry.sqlite` and migrates it.
     pub fn open(data_dir: &Path) -> Result<Self> {
@@ -88,9 +108,16 @@ impl Registry {
             source,
         })?;
         let path = data_dir.join(REGISTRY_FILE);
-        let open_err = |source| RegistryError::Open {
-            path: path.clone(),
-            source,
+        let open_err = |source| match unwritable(data_dir, &source) {
+            Some(io) => RegistryError::OpenUnwritable {
+                path: path.clone(),
+                source,
+                io,
+            },
+            None => RegistryError::Open {
+                path: path.clone(),
+                source,
+            },
         };
         let mut conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;

@@ -17,8 +17,8 @@ use tonic::Code;
 use super::error::ScanError;
 use super::report::{PartVerdict, ReportMatch, RowVerdict};
 use crate::client::{self, ClientTls, ScreeningClient};
+use crate::fingerprint::Fingerprint;
 use crate::fingerprint::file::FingerprintFile;
-use crate::fingerprint::{CONFIG_ID, Fingerprint};
 use crate::policy::Decision;
 use crate::proto as pb;
 use crate::registry::{EffectiveStatus, Scope, Territory};
@@ -118,20 +118,10 @@ impl RemoteScreener {
         submission_id: Option<&str>,
         member: Option<&str>,
     ) -> Result<Result<PartVerdict, String>, ScanError> {
-        let file = FingerprintFile {
-            header: pb::FingerprintHeader {
-                submission: Some(pb::SubmissionMetadata {
-                    submission_id: submission_id.unwrap_or_default().to_owned(),
-                    file_name: name.to_owned(),
-                    no_ledger: !self.record_attributions,
-                    ..pb::SubmissionMetadata::default()
-                }),
-                config_id: CONFIG_ID,
-                frames: fingerprint.frames as u64,
-                duration_s,
-            },
-            fingerprint,
-        };
+        let mut file = FingerprintFile::new(fingerprint, duration_s, name, submission_id);
+        if let Some(meta) = file.header.submission.as_mut() {
+            meta.no_ledger = !self.record_attributions;
+        }
         let requests = file.requests(self.purpose, &self.territory);
         let mut client = self.client.clone();
         let response = self.runtime.block_on(async move {

@@ -203,6 +203,9 @@ impl ServiceError {
                     Class::new(Code::ResourceExhausted, "MESSAGE_TOO_LARGE")
                         .quota("message bytes", status.message().to_owned())
                 }
+                // tonic reports a message that does not parse as INTERNAL; it
+                // is the client's malformed request, not a server fault.
+                Code::Internal => Class::new(Code::InvalidArgument, "MALFORMED_MESSAGE"),
                 code => Class::new(code, "STREAM_ERROR"),
             },
             ServiceError::Engine(e) => classify_engine(e),

@@ -33,6 +33,7 @@ mod registry_svc;
 mod screening;
 pub mod server;
 pub mod state;
+mod upload_limits;
 
 use std::sync::Arc;
 

@@ -194,7 +194,6 @@ impl Service {
         let principal = self.authenticate(request.metadata()).await?;
         principal.require_registry()?;
         let ready = self.shared.ready()?;
-        let _permit = self.shared.admit(call.method)?;
         let mut stream = request.into_inner();
         let mut meta = call::read_metadata(&mut stream).await?;
         if meta.holder.trim().is_empty() {
@@ -204,6 +203,7 @@ impl Service {
         crate::registration::validate_work_id(&meta.work_id)?;
         let settings = self.shared.settings.clone();
         let bytes = call::read_chunks(&mut stream, &meta, settings.limits.max_upload_bytes).await?;
+        let _permit = self.shared.admit(call.method)?;
         let work = self
             .shared
             .run_cpu(call.deadline, move |cancel| {

@@ -1,7 +1,7 @@
 //! `earmark.v1.Screening`: screen uploaded audio or client-side fingerprints.
 //!
-//! The async handler authenticates, admits the request (or sheds it), reads
-//! the client stream within its limits, then hands one job to the CPU pool:
+//! The async handler authenticates, reads the client stream within its
+//! limits, admits the job (or sheds it), then hands it to the CPU pool:
 //! decode → fingerprint → match → policy → ledger. The job stops at its next
 //! check once the caller has gone or the deadline has passed.
 
@@ -147,12 +147,13 @@ impl Service {
         let principal = self.authenticate(request.metadata()).await?;
         principal.require_screener()?;
         let ready = self.shared.ready()?;
-        let _permit = self.shared.admit(call.method)?;
         let mut stream = request.into_inner();
         let meta = call::read_metadata(&mut stream).await?;
         let settings = self.shared.settings.clone();
         let asked = SubmissionRequest::from_pb(&meta, &settings)?;
         let bytes = call::read_chunks(&mut stream, &meta, settings.limits.max_upload_bytes).await?;
+        // A CPU slot only once the upload is in: idle streams hold none.
+        let _permit = self.shared.admit(call.method)?;
         let hint = convert::extension_hint(&meta.mime_type, &meta.file_name);
         let screened = self
             .shared
@@ -171,7 +172,6 @@ impl Service {
         let principal = self.authenticate(request.metadata()).await?;
         principal.require_screener()?;
         let ready = self.shared.ready()?;
-        let _permit = self.shared.admit(call.method)?;
         let settings = self.shared.settings.clone();
         let mut stream = request.into_inner();
         let header = match call::next_message(&mut stream).await?.and_then(|m| m.part) {
@@ -193,6 +193,7 @@ impl Service {
             }
         };
         let (asked, fingerprint) = read_prints(&mut stream, &header, &settings).await?;
+        let _permit = self.shared.admit(call.method)?;
         let duration_s = if header.duration_s.is_finite() && header.duration_s > 0.0 {
             header.duration_s
         } else {

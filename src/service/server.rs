@@ -29,6 +29,7 @@ use super::metrics;
 use super::pb::registry_server::RegistryServer;
 use super::pb::screening_server::ScreeningServer;
 use super::state::{Limits, Ready, Settings, Shared};
+use super::upload_limits::UploadLimitLayer;
 use super::{Service, pb};
 use crate::data_dir::DataDir;
 use crate::matcher::MatcherConfig;
@@ -223,7 +224,13 @@ pub async fn start(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .layer(UploadLimitLayer::new(
+            limits.max_uploads,
+            limits.upload_idle,
+            limits.max_upload_time,
+            Arc::clone(&shared.stats),
+        ));
     if let Some(tls) = &config.tls {
         builder = builder
             .tls_config(tls_config(tls))

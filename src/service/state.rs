@@ -41,6 +41,12 @@ pub const DEFAULT_PER_CONNECTION: usize = 16;
 pub const DEFAULT_IN_FLIGHT_PER_THREAD: usize = 4;
 /// Default server-side cap on any request's duration.
 pub const DEFAULT_MAX_REQUEST_TIME: Duration = Duration::from_secs(600);
+/// Default time an upload may deliver nothing before it is cut.
+pub const DEFAULT_UPLOAD_IDLE: Duration = Duration::from_secs(30);
+/// Default time an upload may take in all before it is cut (a trickle).
+pub const DEFAULT_MAX_UPLOAD_TIME: Duration = Duration::from_secs(300);
+/// Uploads received at once per admitted CPU job (see `upload_limits`).
+pub const DEFAULT_UPLOADS_PER_IN_FLIGHT: usize = 2;
 /// Prints per second of audio accepted by `ScreenFingerprints` (query prints
 /// run far below this; the cap only bounds memory).
 pub const MAX_PRINTS_PER_SECOND: f64 = 2_000.0;
@@ -56,19 +62,29 @@ pub struct Limits {
     /// CPU jobs admitted at once (running + queued on the pool).
     pub max_in_flight: usize,
     pub max_request_time: Duration,
+    /// Uploads (client streams) being received at once; more are refused.
+    pub max_uploads: usize,
+    /// An upload that delivers nothing for this long is cut.
+    pub upload_idle: Duration,
+    /// An upload still arriving this long after its call started is cut.
+    pub max_upload_time: Duration,
 }
 
 impl Limits {
     /// Defaults for a pool of `workers` threads.
     pub fn for_workers(workers: usize) -> Self {
+        let max_in_flight = workers.max(1) * DEFAULT_IN_FLIGHT_PER_THREAD;
         Self {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             max_audio_s: DEFAULT_MAX_AUDIO_S,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_send_message_bytes: DEFAULT_MAX_SEND_MESSAGE_BYTES,
             per_connection: DEFAULT_PER_CONNECTION,
-            max_in_flight: workers.max(1) * DEFAULT_IN_FLIGHT_PER_THREAD,
+            max_in_flight,
             max_request_time: DEFAULT_MAX_REQUEST_TIME,
+            max_uploads: max_in_flight * DEFAULT_UPLOADS_PER_IN_FLIGHT,
+            upload_idle: DEFAULT_UPLOAD_IDLE,
+            max_upload_time: DEFAULT_MAX_UPLOAD_TIME,
         }
     }
 
@@ -224,6 +240,12 @@ pub struct Stats {
     pub shed: AtomicU64,
     /// CPU jobs whose caller went away (cancelled, deadline) before the result.
     pub abandoned: AtomicU64,
+    /// Uploads refused because `max_uploads` streams were being received.
+    pub uploads_refused: AtomicU64,
+    /// Most uploads received at once so far.
+    pub peak_uploads: AtomicUsize,
+    /// Most CPU jobs admitted at once so far (at most `max_in_flight`).
+    pub peak_admitted: AtomicUsize,
 }
 
 /// State shared by every handler.
@@ -294,7 +316,14 @@ impl Shared {
 
     /// Admits one CPU job or sheds the request.
     pub fn admit(&self, method: &'static str) -> Result<OwnedSemaphorePermit, ServiceError> {
-        Arc::clone(&self.gate).try_acquire_owned().map_err(|_| {
+        let admitted = Arc::clone(&self.gate).try_acquire_owned();
+        if admitted.is_ok() {
+            let in_use = self.settings.limits.max_in_flight.max(1) - self.gate.available_permits();
+            self.stats
+                .peak_admitted
+                .fetch_max(in_use, Ordering::Relaxed);
+        }
+        admitted.map_err(|_| {
             super::metrics::shed(method);
             self.stats.shed.fetch_add(1, Ordering::Relaxed);
             ServiceError::Overloaded(format!(

@@ -127,6 +127,18 @@ async function check([file, screenshot, query]) {
       scrollWidth: document.documentElement.scrollWidth,
       clientWidth: document.documentElement.clientWidth,
     }));
+    // The same file with JavaScript off: the totals and works stay readable.
+    const plain = await browser.newContext({ javaScriptEnabled: false });
+    const still = await plain.newPage();
+    await still.goto(pageUrl(file), { waitUntil: 'load' });
+    out.noScript = {
+      totals: await still.$$eval('[data-total]', (els) =>
+        Object.fromEntries(els.map((e) => [e.getAttribute('data-total'), e.textContent.trim()]))),
+      blockedWorks: await still.$$eval('#blocked-works tbody tr', (trs) => trs.length),
+      flaggedWorks: await still.$$eval('#flagged-works tbody tr', (trs) => trs.length),
+      itemTableShown: await still.isVisible('#item-table'),
+    };
+    await plain.close();
     out.pwned = await page.evaluate(() => (window.pwned === undefined ? null : window.pwned));
     out.problems = problems;
     out.requests = requests;

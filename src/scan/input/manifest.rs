@@ -4,6 +4,7 @@
 //! file that cannot be decoded is an `error` item; a manifest that cannot be
 //! read to the end is reported and its filtered copies are discarded.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
@@ -27,9 +28,16 @@ pub fn detect_jsonl(path: &Path, options: &InputOptions) -> Result<InputKind, Sc
     let mut line = String::new();
     loop {
         line.clear();
-        let n = reader
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
             .read_line(&mut line)
             .map_err(|e| ScanError::input(path, format!("cannot read: {e}")))?;
+        if line.len() > MAX_LINE_BYTES {
+            return Err(ScanError::input(
+                path,
+                format!("first line longer than {MAX_LINE_BYTES} bytes"),
+            ));
+        }
         if n == 0 {
             // An empty manifest: nothing to screen, any field name will do.
             let field = options.path_field.clone().unwrap_or_else(|| "path".into());
@@ -48,16 +56,86 @@ pub fn detect_jsonl(path: &Path, options: &InputOptions) -> Result<InputKind, Sc
     Ok(InputKind::Jsonl { path_field: field })
 }
 
+/// The byte stream under the csv reader: fails once one record runs past
+/// [`MAX_LINE_BYTES`] (the csv reader holds a whole record in memory, and a
+/// quoted field that never closes would otherwise grow it without bound), and
+/// numbers lines as the csv reader ends records (`\n`, `\r\n` or a lone
+/// `\r`; the csv reader's own line count sees only `\n`, so every record of
+/// a file with classic Mac line ends would be "line 1").
+struct CsvSource<R> {
+    inner: R,
+    /// Bytes read so far.
+    read: u64,
+    /// Byte offset where the record being read starts (set by the caller).
+    record_start: u64,
+    /// Offsets of line ends read but not yet passed by a record start.
+    line_ends: VecDeque<u64>,
+    /// Line ends before the front of `line_ends`.
+    lines_passed: u64,
+    /// The last byte read was `\r` (a following `\n` ends the same line).
+    after_cr: bool,
+}
+
+impl<R> CsvSource<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            read: 0,
+            record_start: 0,
+            line_ends: VecDeque::new(),
+            lines_passed: 0,
+            after_cr: false,
+        }
+    }
+
+    /// Marks the start of the next record; returns its 1-based line.
+    fn start_record(&mut self, byte: u64) -> u64 {
+        self.record_start = byte;
+        while self.line_ends.front().is_some_and(|&end| end < byte) {
+            self.line_ends.pop_front();
+            self.lines_passed += 1;
+        }
+        self.lines_passed + 1
+    }
+}
+
+impl<R: Read> Read for CsvSource<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read.saturating_sub(self.record_start) > MAX_LINE_BYTES as u64 {
+            return Err(std::io::Error::other(format!(
+                "the record starting at byte {} is longer than {MAX_LINE_BYTES} bytes",
+                self.record_start
+            )));
+        }
+        let n = self.inner.read(buf)?;
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == b'\r' || (b == b'\n' && !self.after_cr) {
+                self.line_ends.push_back(self.read + i as u64);
+            }
+            self.after_cr = b == b'\r';
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+type CsvReader = csv::Reader<CsvSource<BufReader<Box<dyn Read + Send>>>>;
+
+/// Opens a CSV manifest with its records bounded and its lines counted.
+fn open_csv(path: &Path, delimiter: u8) -> Result<CsvReader, ScanError> {
+    Ok(csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .from_reader(CsvSource::new(open_lines(path)?)))
+}
+
 /// Picks the path column from the CSV header.
 pub fn detect_csv(
     path: &Path,
     delimiter: u8,
     options: &InputOptions,
 ) -> Result<InputKind, ScanError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .flexible(true)
-        .from_reader(open_lines(path)?);
+    let mut reader = open_csv(path, delimiter)?;
     let header = reader
         .headers()
         .map_err(|e| ScanError::input(path, format!("cannot read the CSV header: {e}")))?
@@ -219,10 +297,7 @@ pub fn emit_csv(
 ) -> Result<(), ScanError> {
     let source = path.display().to_string();
     let base = base_dir(path);
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .flexible(true)
-        .from_reader(open_lines(path)?);
+    let mut reader = open_csv(path, delimiter)?;
     let header = reader
         .headers()
         .map_err(|e| ScanError::input(path, format!("cannot read the CSV header: {e}")))?
@@ -237,11 +312,15 @@ pub fn emit_csv(
     })?;
     let mut record = csv::StringRecord::new();
     loop {
-        let line_no = reader.position().line();
+        let next = reader.position().byte();
+        let mut line_no = reader.get_mut().start_record(next);
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
-                let line_no = record.position().map_or(line_no, |p| p.line());
+                // The record may start after blank lines the reader skipped.
+                if let Some(start) = record.position() {
+                    line_no = reader.get_mut().start_record(start.byte());
+                }
                 let resolved = match record.get(path_column) {
                     Some(value) => check_path_value(value).map(|v| resolve_relative(&base, v)),
                     None => Err(format!("record has no column {}", path_column + 1)),
@@ -292,4 +371,57 @@ fn fail_input(
         input,
         complete: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A quoted CSV field that never closes, or a first JSONL line without
+    /// an end, is refused once it passes the record limit instead of being
+    /// held in memory whole.
+    #[test]
+    fn records_and_first_lines_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = vec![b'x'; MAX_LINE_BYTES + 1024];
+        let csv_path = dir.path().join("m.csv");
+        let mut csv = b"path\n\"".to_vec();
+        csv.extend_from_slice(&huge);
+        std::fs::write(&csv_path, &csv).unwrap();
+        let mut events = Vec::new();
+        emit_csv(0, &csv_path, b',', 0, &mut |e| {
+            events.push(e);
+            Ok(())
+        })
+        .unwrap();
+        let failed = events.iter().any(|e| {
+            matches!(e, Event::Item(Item { payload: Payload::Failed(reason), .. })
+                if reason.contains("longer than"))
+        });
+        assert!(failed, "{events:?}");
+        assert!(matches!(
+            events.last(),
+            Some(Event::InputEnd {
+                complete: false,
+                ..
+            })
+        ));
+
+        // Classic Mac line ends: each record on its own line.
+        std::fs::write(&csv_path, b"path\ra.wav\r\rb.wav\r\nc.wav\n").unwrap();
+        let mut lines = Vec::new();
+        emit_csv(0, &csv_path, b',', 0, &mut |e| {
+            if let Event::Item(item) = e {
+                lines.push(item.position);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(lines, [Some(2), Some(4), Some(5)]);
+
+        let jsonl_path = dir.path().join("m.jsonl");
+        std::fs::write(&jsonl_path, &huge).unwrap();
+        let err = detect_jsonl(&jsonl_path, &InputOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("first line longer than"), "{err}");
+    }
 }

@@ -16,6 +16,7 @@
 pub mod folder;
 pub mod manifest;
 pub mod parquet;
+mod parquet_footer;
 pub mod shard;
 pub mod tar;
 

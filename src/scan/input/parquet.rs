@@ -4,15 +4,16 @@
 //! parquet file. Rows are read in small record batches, so memory stays bounded.
 
 use std::fs::File;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, StructArray};
-use arrow_schema::{DataType, Fields};
+use arrow_schema::{ArrowError, DataType, Fields};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{Emit, InputKind, InputOptions, base_dir, resolve_relative};
+use super::{Emit, InputKind, InputOptions, base_dir, parquet_footer, resolve_relative};
 use crate::scan::error::ScanError;
 use crate::scan::item::{Carry, Event, InputLayout, Item, ItemKind, Payload};
 
@@ -45,9 +46,27 @@ fn find_field<'a>(fields: &'a Fields, name: &str) -> Option<&'a arrow_schema::Fi
     fields.iter().find(|f| f.name() == name)
 }
 
+/// Runs a call into the parquet reader, turning a panic into an error: the
+/// parquet crate asserts on some malformed files (a column chunk with a
+/// negative offset, say) instead of returning an error, and one bad file
+/// must not bring the scan down.
+fn guarded<T>(call: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(call)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        format!("the parquet reader failed on malformed data: {message}")
+    })
+}
+
 fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, ScanError> {
-    let file = File::open(path).map_err(|e| ScanError::input(path, e.to_string()))?;
-    ParquetRecordBatchReaderBuilder::try_new(file)
+    let mut file = File::open(path).map_err(|e| ScanError::input(path, e.to_string()))?;
+    parquet_footer::check(&mut file)
+        .map_err(|e| ScanError::input(path, format!("not a readable parquet file: {e}")))?;
+    guarded(|| ParquetRecordBatchReaderBuilder::try_new(file))
+        .and_then(|built| built.map_err(|e| e.to_string()))
         .map_err(|e| ScanError::input(path, format!("not a readable parquet file: {e}")))
 }
 
@@ -167,12 +186,16 @@ pub fn emit_parquet(
     })?;
     let source = path.display().to_string();
     let base = base_dir(path);
-    let reader = builder
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(|e| ScanError::input(path, e.to_string()))?;
+    let mut reader = guarded(|| builder.with_batch_size(BATCH_ROWS).build())
+        .and_then(|built| built.map_err(|e| e.to_string()))
+        .map_err(|e| ScanError::input(path, e))?;
     let mut row_no = 0u64;
-    for (batch_no, batch) in reader.enumerate() {
+    for batch_no in 0u64.. {
+        let Some(batch) = guarded(|| reader.next())
+            .unwrap_or_else(|panic| Some(Err(ArrowError::ExternalError(panic.into()))))
+        else {
+            break;
+        };
         let batch = match batch {
             Ok(batch) => Arc::new(batch),
             Err(e) => {
@@ -208,7 +231,7 @@ pub fn emit_parquet(
                 payload,
                 carry: Carry::ParquetRow {
                     batch: batch.clone(),
-                    batch_no: batch_no as u64,
+                    batch_no,
                     row,
                 },
             }))?;
