@@ -7,7 +7,8 @@
 //! `fuzz/regressions/scan_tar_accepted/` (shards the fuzzer produced that the
 //! strict reader accepts), and under `$EARMARK_TAR_DIFF_DIR` when set (a whole
 //! fuzz corpus), must list the same regular members, sizes and contents in
-//! earmark's strict reader as in Python's `tarfile`.
+//! earmark's strict reader as in Python's `tarfile` (with
+//! `EARMARK_TAR_DIFF_VERBOSE` set, each compared shard is named).
 
 #[path = "../fuzz/src/lib.rs"]
 #[allow(dead_code)]
@@ -200,6 +201,9 @@ fn accepted_shards_list_the_same_members_as_python_tarfile() {
                 "{}: earmark and Python's tarfile list different members",
                 file.display()
             );
+            if std::env::var_os("EARMARK_TAR_DIFF_VERBOSE").is_some() {
+                eprintln!("accepted and equal: {}", file.display());
+            }
             compared += 1;
         }
     }

@@ -203,6 +203,7 @@ async fn limits_shedding_and_cancellation() {
     cfg.limits.max_upload_bytes = 150_000;
     cfg.limits.max_audio_s = 12.0;
     cfg.limits.max_in_flight = 1;
+    cfg.limits.max_uploads = 1;
     let server = start(cfg).await;
     let mut client = screening(&server, None).await;
 
@@ -248,7 +249,8 @@ async fn limits_shedding_and_cancellation() {
         .unwrap();
     assert_eq!(decision(&r), pb::Decision::Allow);
 
-    // Load shedding: one job admitted; a second is refused at once, not queued.
+    // Load shedding: one upload being received; a second is refused at
+    // once, not queued.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(pb::ScreenRequest {
         part: Some(pb::screen_request::Part::Metadata(metadata(
@@ -264,7 +266,7 @@ async fn limits_shedding_and_cancellation() {
             .screen(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
     });
-    // Let it be admitted (it then waits for its audio, holding the slot).
+    // Let it take the upload slot (it then waits for its audio, holding it).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let shed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -287,7 +289,7 @@ async fn limits_shedding_and_cancellation() {
     assert!(
         server
             .stats()
-            .shed
+            .uploads_refused
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 1
     );

@@ -13,6 +13,8 @@
 //! * `screening`, `registry_svc`: the adapters. They only authenticate, read
 //!   the request, call the domain (on the CPU pool or blocking pool, never on
 //!   the async workers) and map results with `convert`.
+//! * `upload_limits`: a tower layer before every handler: upload slots and
+//!   the idle / total-time cut of client streams.
 //! * [`error`]: the one mapping from domain errors to gRPC statuses with rich
 //!   `google.rpc` details.
 //! * [`auth`]: API keys (`authorization: Bearer emk_…`) and the role rules.

@@ -5,7 +5,8 @@
 //!   `ScreenFingerprints`, `RegisterWork`) may be receiving at most
 //!   `max_uploads` request streams at once; one more is refused at once with
 //!   `RESOURCE_EXHAUSTED`. This bounds the memory of uploads in progress
-//!   (`max_uploads × max_upload_bytes`). A screening or registration takes a
+//!   (`max_uploads × max_upload_bytes`). The refusal carries the reason
+//!   `OVERLOADED` and a retry delay, as a refused CPU job does. A screening or registration takes a
 //!   CPU slot (`max_in_flight`) only once its upload is complete, so streams
 //!   that never send hold no CPU slot.
 //! * **Idle and trickling streams**: a request body that delivers nothing for
@@ -30,6 +31,7 @@ use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::codegen::{Bytes, Service};
 
+use super::error::ServiceError;
 use super::state::Stats;
 
 /// Paths of the client-streamed methods, whose bodies are uploads.
@@ -110,10 +112,16 @@ where
                 Err(_) => {
                     limits.stats.uploads_refused.fetch_add(1, Ordering::Relaxed);
                     super::metrics::shed(upload_method(request.uri().path()));
-                    let status = Status::resource_exhausted(format!(
+                    let request_id = request
+                        .headers()
+                        .get(super::REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    let status = ServiceError::Overloaded(format!(
                         "{} uploads already in progress (the limit); retry later",
                         limits.max_uploads
-                    ));
+                    ))
+                    .into_status(request_id);
                     return Box::pin(std::future::ready(Ok(status.into_http())));
                 }
             }

@@ -68,8 +68,9 @@ struct CsvSource<R> {
     read: u64,
     /// Byte offset where the record being read starts (set by the caller).
     record_start: u64,
-    /// Offsets of line ends read but not yet passed by a record start.
-    line_ends: VecDeque<u64>,
+    /// Line ends read but not yet passed by a record start: offset and
+    /// length (2 for `\r\n`).
+    line_ends: VecDeque<(u64, u64)>,
     /// Line ends before the front of `line_ends`.
     lines_passed: u64,
     /// The last byte read was `\r` (a following `\n` ends the same line).
@@ -88,10 +89,18 @@ impl<R> CsvSource<R> {
         }
     }
 
-    /// Marks the start of the next record; returns its 1-based line.
+    /// Marks the start of the next record; returns its 1-based line. The
+    /// csv reader skips blank lines and may report a record as starting
+    /// where they start: line ends at the start are skipped here too.
     fn start_record(&mut self, byte: u64) -> u64 {
         self.record_start = byte;
-        while self.line_ends.front().is_some_and(|&end| end < byte) {
+        let mut at = byte;
+        while let Some(&(end, len)) = self.line_ends.front() {
+            match end.cmp(&at) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => at += len,
+                std::cmp::Ordering::Greater => break,
+            }
             self.line_ends.pop_front();
             self.lines_passed += 1;
         }
@@ -109,8 +118,12 @@ impl<R: Read> Read for CsvSource<R> {
         }
         let n = self.inner.read(buf)?;
         for (i, &b) in buf[..n].iter().enumerate() {
-            if b == b'\r' || (b == b'\n' && !self.after_cr) {
-                self.line_ends.push_back(self.read + i as u64);
+            if b == b'\n' && self.after_cr {
+                if let Some(last) = self.line_ends.back_mut() {
+                    last.1 = 2;
+                }
+            } else if b == b'\r' || b == b'\n' {
+                self.line_ends.push_back((self.read + i as u64, 1));
             }
             self.after_cr = b == b'\r';
         }

@@ -11,8 +11,8 @@
 //! This reader therefore accepts only archives whose meaning every mainstream
 //! parser agrees on, and rejects everything else with [`TarError`]:
 //!
-//! * every header's checksum must be valid; numeric fields must be clean octal
-//!   (or GNU base-256);
+//! * every header's checksum must be valid; numeric fields (size, mode,
+//!   mtime, uid, gid, device numbers) must be clean octal (or GNU base-256);
 //! * a PAX `size` must equal the header's size field; PAX records must be
 //!   well-formed and unique; global PAX headers may only carry a `comment`;
 //!   GNU sparse files, multi-volume and other exotic entry types are refused;
@@ -398,6 +398,17 @@ impl Header {
         let size = parse_numeric(&block[124..136]).ok_or("header size field is malformed")?;
         let mode = parse_numeric(&block[100..108]).ok_or("header mode field is malformed")?;
         let mtime = parse_numeric(&block[136..148]).ok_or("header mtime field is malformed")?;
+        // Python's tarfile parses these numbers in every header and refuses
+        // the whole archive if one is not a number.
+        for (field, what) in [
+            (108..116, "uid"),
+            (116..124, "gid"),
+            (329..337, "devmajor"),
+            (337..345, "devminor"),
+        ] {
+            parse_numeric(&block[field])
+                .ok_or_else(|| format!("header {what} field is malformed"))?;
+        }
         let base = std::str::from_utf8(nul_terminated(&block[0..100]))
             .map_err(|_| "entry name is not UTF-8".to_owned())?;
         let prefix = nul_terminated(&block[345..500]);
