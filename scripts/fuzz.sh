@@ -9,7 +9,7 @@
 # every input is bounded
 # by -rss_limit_mb (FUZZ_RSS_MB, default 2048) and -timeout (FUZZ_TIMEOUT_S,
 # default 10 s). The corpus grows in fuzz/corpus/TARGET (seeded from
-# fuzz/src/seeds.rs, short ffmpeg clips of every format and test-audio/formats);
+# fuzz/src/lib.rs, short ffmpeg clips of every format and test-audio/formats);
 # crashes, OOMs and timeouts land in fuzz/artifacts/TARGET. A finding becomes
 # a regression test by copying it to fuzz/regressions/TARGET/ (run on stable
 # by `cargo test --test fuzz_regressions`).
