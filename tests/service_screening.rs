@@ -370,24 +370,34 @@ async fn cancelled_call_abandons_its_job() {
     let bytes = noise_wav(2_400, 8_000);
 
     // The caller gives up (deadline) while the audio is being fingerprinted.
-    let mut request = tonic::Request::new(tokio_stream::iter(client_requests(&bytes)));
-    request.set_timeout(Duration::from_millis(700));
-    let err = client.screen(request).await.unwrap_err();
-    assert!(
-        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
-        "{err:?}"
-    );
-    let abandoned = tokio::time::timeout(Duration::from_secs(10), async {
-        while server
-            .stats()
-            .abandoned
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 0
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    // How long the job takes depends on the machine: a deadline the job
+    // beats is halved and the call made again.
+    let mut abandoned = Err(());
+    for deadline_ms in [700, 350, 175, 90] {
+        let mut request = tonic::Request::new(tokio_stream::iter(client_requests(&bytes)));
+        request.set_timeout(Duration::from_millis(deadline_ms));
+        let err = match client.screen(request).await {
+            Ok(_) => continue,
+            Err(err) => err,
+        };
+        assert!(
+            matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+            "{err:?}"
+        );
+        abandoned = tokio::time::timeout(Duration::from_secs(10), async {
+            while server
+                .stats()
+                .abandoned
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .map_err(|_| ());
+        break;
+    }
     assert!(abandoned.is_ok(), "the server did not abandon the job");
 
     // A dropped call (client goes away mid-upload) leaves the server healthy.
