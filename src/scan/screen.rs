@@ -14,7 +14,7 @@ use super::sniff;
 use crate::content::sha256_hex;
 use crate::decode::DecodeLimits;
 use crate::fingerprint::{Fingerprint, Side};
-use crate::policy::{MatchEvidence, Verdict};
+use crate::policy::Verdict;
 use crate::registry::Scope;
 use crate::screening::{Screener, Submission, SubmissionId};
 
@@ -125,30 +125,9 @@ fn part_verdict(verdict: Verdict, member: Option<&str>) -> PartVerdict {
         matches: verdict
             .evidence
             .iter()
-            .map(|e| report_match(e, member.map(str::to_owned)))
+            .map(|e| ReportMatch::from_evidence(e, member.map(str::to_owned)))
             .collect(),
         reasons: verdict.reasons,
-    }
-}
-
-fn report_match(e: &MatchEvidence, member: Option<String>) -> ReportMatch {
-    ReportMatch {
-        work_id: e.work_id.clone(),
-        title: e.title.clone(),
-        isrc: e.isrc.as_ref().map(|i| i.as_str().to_owned()),
-        holder: e.holder.clone(),
-        consent: e.consent,
-        consent_record: e.deciding_record.as_ref().map(|r| r.id),
-        outcome: e.outcome,
-        confident: e.confident,
-        score: e.score,
-        start_s: e.query_start_s,
-        end_s: e.query_end_s,
-        ref_start_s: e.ref_start_s,
-        ref_end_s: e.ref_end_s,
-        speed_factor: e.speed_factor,
-        pitch_factor: e.pitch_factor,
-        member,
     }
 }
 
