@@ -10,6 +10,9 @@
 //! Shards, parquet files and manifests are written to `NAME.earmark-partial`
 //! and renamed into place when their input is complete, so a consumer never
 //! reads a half-written copy; a shard rejected as malformed leaves no copy.
+//! Files of a folder mirror are staged in a hidden sibling of the mirror
+//! (`.NAME.earmark-partial/`) and renamed in one by one, so the mirror only
+//! ever holds complete, selected files, even after a kill.
 
 mod parquet;
 mod sinks;

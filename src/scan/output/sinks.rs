@@ -281,26 +281,49 @@ impl Sink for PathListSink {
     }
 }
 
-/// Copies a file next to its final name, then renames it into place.
-fn copy_file(from: &Path, to: &Path) -> Result<(), ScanError> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ScanError::io(parent, e))?;
+/// Copies a file to `partial`, then renames it to its final name `to`.
+fn copy_file(from: &Path, partial: &Path, to: &Path) -> Result<(), ScanError> {
+    for dir in [to.parent(), partial.parent()].into_iter().flatten() {
+        std::fs::create_dir_all(dir).map_err(|e| ScanError::io(dir, e))?;
     }
-    let partial = partial_path(to);
-    std::fs::copy(from, &partial).map_err(|e| ScanError::io(from, e))?;
-    publish(&partial, to)
+    std::fs::copy(from, partial).map_err(|e| ScanError::io(from, e))?;
+    match std::fs::rename(partial, to) {
+        // The destination is a mount point of its own: stage beside the file.
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+            let _ = std::fs::remove_file(partial);
+            let beside = staging_path(to);
+            std::fs::copy(from, &beside).map_err(|e| ScanError::io(from, e))?;
+            publish(&beside, to)
+        }
+        other => other.map_err(|e| ScanError::io(to, e)),
+    }
 }
 
-/// A folder input mirrored: selected files copied under the same relative paths.
+/// Where copies into `target` are staged: a hidden sibling named after it, so
+/// the destination itself only ever holds complete files.
+fn staging_path(target: &Path) -> PathBuf {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    target.with_file_name(format!(".{name}{}", super::PARTIAL_SUFFIX))
+}
+
+/// A folder input mirrored: selected files copied under the same relative
+/// paths, each staged outside the mirror and renamed into place.
 pub struct MirrorSink {
     root: PathBuf,
+    staging: PathBuf,
+    staged: u64,
 }
 
 impl MirrorSink {
     pub fn create(root: &Path) -> Result<Self, ScanError> {
         std::fs::create_dir_all(root).map_err(|e| ScanError::io(root, e))?;
+        let staging = staging_path(root);
+        // Left by an interrupted scan: never part of the mirror.
+        let _ = std::fs::remove_dir_all(&staging);
         Ok(Self {
             root: root.to_path_buf(),
+            staging,
+            staged: 0,
         })
     }
 }
@@ -309,17 +332,22 @@ impl Sink for MirrorSink {
     fn write(&mut self, item: &Item) -> Result<(), ScanError> {
         match (&item.carry, &item.payload) {
             (Carry::FolderFile { relative, .. }, Payload::File(path)) => {
-                copy_file(path, &self.root.join(relative))
+                self.staged += 1;
+                let partial = self.staging.join(self.staged.to_string());
+                copy_file(path, &partial, &self.root.join(relative))
             }
             _ => Ok(()),
         }
     }
 
     fn finish(self: Box<Self>) -> Result<(), ScanError> {
+        let _ = std::fs::remove_dir_all(&self.staging);
         Ok(())
     }
 
-    fn discard(self: Box<Self>) {}
+    fn discard(self: Box<Self>) {
+        let _ = std::fs::remove_dir_all(&self.staging);
+    }
 }
 
 /// A single audio file input: copied to the target if selected.
@@ -329,6 +357,8 @@ pub struct CopySink {
 
 impl CopySink {
     pub fn new(target: &Path) -> Self {
+        // Left by an interrupted scan (older versions staged beside the target).
+        let _ = std::fs::remove_file(staging_path(target));
         let _ = std::fs::remove_file(with_suffix(target, super::PARTIAL_SUFFIX));
         Self {
             target: target.to_path_buf(),
@@ -339,7 +369,7 @@ impl CopySink {
 impl Sink for CopySink {
     fn write(&mut self, item: &Item) -> Result<(), ScanError> {
         match &item.payload {
-            Payload::File(path) => copy_file(path, &self.target),
+            Payload::File(path) => copy_file(path, &staging_path(&self.target), &self.target),
             _ => Ok(()),
         }
     }
@@ -354,6 +384,35 @@ impl Sink for CopySink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mirror_stages_outside_itself_and_clears_what_a_kill_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("clean");
+        let staging = staging_path(&root);
+        assert!(!staging.starts_with(&root), "{staging:?}");
+        // What a scan killed mid-copy leaves behind.
+        std::fs::create_dir_all(&staging).expect("staging");
+        std::fs::write(staging.join("1"), b"half a file").expect("write");
+        let sink = Box::new(MirrorSink::create(&root).expect("mirror"));
+        assert!(!staging.exists(), "a stale staging directory was kept");
+        let source = dir.path().join("b.wav");
+        std::fs::write(&source, b"RIFF").expect("write");
+        let partial = sink.staging.join("1");
+        copy_file(&source, &partial, &root.join("sub/b.wav")).expect("copy");
+        let listed: Vec<_> = std::fs::read_dir(&root)
+            .expect("read")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(listed, vec![std::ffi::OsString::from("sub")]);
+        assert_eq!(
+            std::fs::read(root.join("sub/b.wav")).expect("read"),
+            b"RIFF"
+        );
+        sink.finish().expect("finish");
+        assert!(!staging.exists());
+    }
 
     #[test]
     fn json_field_replacement_keeps_order_and_values() {
