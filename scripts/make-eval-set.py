@@ -83,6 +83,16 @@ CONDITIONS = {
     "reverb": dict(kind="sox", fx=["reverb", "50"], speed=1.0, pitch=1.0),
     "mix-6db": dict(kind="mix", interference_db=6.0),
     "embedded60": dict(kind="embed", carrier_s=60.0, fade_s=0.05),
+    # Music as a bed under a voice: espeak-ng speech over the whole excerpt, the
+    # music this many dB below the speech (RMS over the excerpt).
+    "speech-10db": dict(kind="speechbed", music_db=-10.0),
+    "speech-15db": dict(kind="speechbed", music_db=-15.0),
+    "speech-20db": dict(kind="speechbed", music_db=-20.0),
+    # Heavy speed changes ("nightcore" re-uploads and slowed versions).
+    "speed+25": dict(kind="sox", fx=["speed", "1.25"], speed=1.25, pitch=1.25),
+    "speed-25": dict(kind="sox", fx=["speed", "0.75"], speed=0.75, pitch=0.75),
+    "tempo+20": dict(kind="sox", fx=["tempo", "-m", "1.20"], speed=1.20, pitch=1.0),
+    "tempo-20": dict(kind="sox", fx=["tempo", "-m", "0.80"], speed=0.80, pitch=1.0),
 }
 DEFAULT_CONDITIONS = list(CONDITIONS)
 
@@ -319,6 +329,8 @@ def plan_queries(refs, held, conditions, lengths, per_cell, seed, qdir):
                     job["params"] = dict(interference=it["work_id"], interference_path=it["path"],
                                          interference_start_s=istart,
                                          interference_db=spec["interference_db"])
+                elif spec["kind"] == "speechbed":
+                    job["params"] = dict(speech=speech_params(rng, L), music_db=spec["music_db"])
                 elif spec["kind"] == "embed":
                     total = spec["carrier_s"]
                     pos = round(rng.uniform(0.0, total - L), 3)
@@ -498,8 +510,12 @@ def run_job(job):
         if kind == "sox":
             write_raw(decode_raw(job["src"], job["ref_start_s"], L), path, p["sox"])
             return job["query_id"], "ok", None
-        if kind in ("noise", "mix", "embed"):
+        if kind in ("noise", "mix", "embed", "speechbed"):
             x = decode_mono(job["src"], job["ref_start_s"], L)
+            if kind == "speechbed":
+                voice = espeak(p["speech"], L, os.path.dirname(path), job["query_id"])
+                music = scaled(x, rms(voice) * 10 ** (p["music_db"] / 20.0))
+                write_audio([a + b for a, b in zip(voice, music)], path)
             if kind == "noise":
                 nz = scaled(gen_noise(p["noise"], len(x), job["noise_seed"]), rms(x) / 10 ** (p["snr_db"] / 20.0))
                 write_audio([a + b for a, b in zip(x, nz)], path)

@@ -327,6 +327,7 @@ pub fn index(data: &[u8]) {
                 hash,
                 t_frame: i as u32,
                 f_half_bins: p.f_half_bins,
+                warp: 0,
             })
             .collect();
         let mut query_peaks: Vec<PeakPoint> = prints
@@ -980,6 +981,7 @@ fn seed_index() -> Vec<Vec<u8>> {
                     hash: (i * 7_919 + w * 104_729) % (1 << HASH_BITS),
                     t_frame: i * 3,
                     f_half_bins: (i * 5 % 200) as u8,
+                    warp: 0,
                 })
                 .collect();
             let peaks: Vec<PeakPoint> = (0..30u32)
@@ -1100,6 +1102,7 @@ fn seed_messages() -> Vec<(u8, Vec<u8>)> {
                 hashes: vec![1, 2],
                 t_frames: vec![0, 5],
                 f_half_bins: vec![7, 9],
+                warps: vec![0, 1],
             }
             .encode_to_vec(),
         ),
@@ -1148,6 +1151,7 @@ fn seed_service() -> Vec<Vec<u8>> {
                     hashes: vec![1, 2, 3],
                     t_frames: vec![0, 5, 9],
                     f_half_bins: vec![7, 9, 11],
+                    warps: Vec::new(),
                 },
             )),
         }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use super::{CONFIG_ID, Fingerprint, PeakPoint, Print, Side};
+use super::{CONFIG_ID, Fingerprint, PeakPoint, Print, QUERY_WARPS, Side};
 use crate::decode::DecodeLimits;
 use crate::error::EngineError;
 use crate::proto as pb;
@@ -141,6 +141,7 @@ impl FingerprintFile {
         if batch.t_frames.len() != n || batch.f_half_bins.len() != n {
             return Err(corrupt("print arrays differ in length".into()));
         }
+        let warps = print_warps(&batch).map_err(corrupt)?;
         let prints = (0..n)
             .map(|i| {
                 let f = u8::try_from(batch.f_half_bins[i])
@@ -149,6 +150,7 @@ impl FingerprintFile {
                     hash: batch.hashes[i],
                     t_frame: batch.t_frames[i],
                     f_half_bins: f,
+                    warp: warps[i],
                 })
             })
             .collect::<Result<Vec<_>, FpFileError>>()?;
@@ -239,11 +241,38 @@ pub fn append_peaks(peaks: &mut Vec<PeakPoint>, batch: &pb::PeakBatch) -> Result
     Ok(())
 }
 
+/// The warp tag of each print of `batch` (all 0 when the batch sends none).
+pub fn print_warps(batch: &pb::PrintBatch) -> Result<Vec<u8>, String> {
+    let n = batch.hashes.len();
+    if batch.warps.is_empty() {
+        return Ok(vec![0; n]);
+    }
+    if batch.warps.len() != n {
+        return Err("prints: warps and hashes differ in length".into());
+    }
+    let max = QUERY_WARPS.len();
+    batch
+        .warps
+        .iter()
+        .map(|&w| {
+            u8::try_from(w)
+                .ok()
+                .filter(|&tag| usize::from(tag) <= max)
+                .ok_or_else(|| format!("prints: warp {w} is out of range 0..={max}"))
+        })
+        .collect()
+}
+
 fn batch(prints: &[Print]) -> pb::PrintBatch {
     pb::PrintBatch {
         hashes: prints.iter().map(|p| p.hash).collect(),
         t_frames: prints.iter().map(|p| p.t_frame).collect(),
         f_half_bins: prints.iter().map(|p| u32::from(p.f_half_bins)).collect(),
+        warps: if prints.iter().all(|p| p.warp == 0) {
+            Vec::new()
+        } else {
+            prints.iter().map(|p| u32::from(p.warp)).collect()
+        },
     }
 }
 
@@ -266,11 +295,13 @@ mod tests {
                         hash: 7,
                         t_frame: 1,
                         f_half_bins: 200,
+                        warp: 0,
                     },
                     Print {
                         hash: 9,
                         t_frame: 5,
                         f_half_bins: 3,
+                        warp: 0,
                     },
                 ],
                 frames: 100,

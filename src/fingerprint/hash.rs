@@ -94,17 +94,123 @@ pub fn triplet_prints(
     keep_anchor: impl Fn(u32) -> bool,
     out: &mut Vec<Print>,
 ) {
-    let params = side.params();
-    let probe = side == Side::Query;
-    let mut order: Vec<&Peak> = peaks.iter().collect();
+    let mut order: Vec<Peak> = peaks.to_vec();
     order.sort_by(|a, b| a.t.total_cmp(&b.t));
-    let mut partners: Vec<&Peak> = Vec::with_capacity(params.fanout);
-    for (i, a) in order.iter().enumerate() {
+    hash_triplets(&order, &order, side, 0, &keep_anchor, out);
+    if side == Side::Query {
+        let mut warped = Vec::with_capacity(order.len());
+        for (tag, warp) in (1..).zip(QUERY_WARPS) {
+            warped.clear();
+            warped.extend(order.iter().map(|p| warp.apply(p)));
+            hash_triplets(&warped, &order, side, tag, &keep_anchor, out);
+        }
+    }
+}
+
+/// A change of the query's time scale and pitch under which its peaks are
+/// hashed again (query side only).
+///
+/// The triplet hash is invariant to speed, tempo and pitch changes except for
+/// its coarse absolute terms (the anchor's band, the magnitude of `Δt_ac`) and
+/// the time window partners are chosen in. Those survive changes of about
+/// ±15 %; beyond, the query's peaks are mapped back towards the reference's
+/// scale (`t · time_scale`, `f + shift_bins`) and hashed as the reference would
+/// hash them there. The prints keep the peaks' real positions, so the matcher
+/// sees the true alignment (its speed search spans [`MIN_SPEED`]..[`MAX_SPEED`]).
+///
+/// [`MIN_SPEED`]: crate::matcher::MIN_SPEED
+/// [`MAX_SPEED`]: crate::matcher::MAX_SPEED
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Warp {
+    /// Reference frames per query frame.
+    pub time_scale: f32,
+    /// Added to the query's log-bin frequencies.
+    pub shift_bins: f32,
+}
+
+impl Warp {
+    /// The query's speed factors (reference seconds per query second) this
+    /// warp's prints are searched at: the unwarped search range, scaled.
+    pub fn time_scale_of(tag: u8) -> f32 {
+        match tag.checked_sub(1) {
+            Some(k) => QUERY_WARPS
+                .get(usize::from(k))
+                .map_or(1.0, |w| w.time_scale),
+            None => 1.0,
+        }
+    }
+
+    /// The frequency shift (log bins) of the warp with tag `tag` (0: none).
+    pub fn shift_bins_of(tag: u8) -> f32 {
+        match tag.checked_sub(1) {
+            Some(k) => QUERY_WARPS
+                .get(usize::from(k))
+                .map_or(0.0, |w| w.shift_bins),
+            None => 0.0,
+        }
+    }
+
+    fn apply(self, p: &Peak) -> Peak {
+        Peak {
+            t: p.t * self.time_scale,
+            f: p.f + self.shift_bins,
+            ..*p
+        }
+    }
+}
+
+/// The time scale of the warped query hashes: the query played this much
+/// faster or slower than the reference.
+pub const WARP_SPEED: f32 = 1.2;
+/// Log bins by which [`WARP_SPEED`] moves every frequency (≈ 6.3).
+const WARP_SHIFT_BINS: f32 = 6.312_826;
+
+/// Warps hashed besides the query as it is: faster and slower by
+/// [`WARP_SPEED`], with half the pitch change of a speed change. A speed change
+/// (tempo and pitch together) and a tempo change (pitch kept) of the warp's
+/// size then both leave a pitch difference of ±1.6 semitones, which the hash
+/// tolerates, and a time scale within the unwarped hash's reach.
+pub const QUERY_WARPS: [Warp; 2] = [
+    Warp {
+        time_scale: WARP_SPEED,
+        shift_bins: -WARP_SHIFT_BINS / 2.0,
+    },
+    Warp {
+        time_scale: 1.0 / WARP_SPEED,
+        shift_bins: WARP_SHIFT_BINS / 2.0,
+    },
+];
+
+/// Partners considered and triplets hashed per anchor under a warp: the
+/// reference's, not the denser query's (the warps only reach what the
+/// unwarped hash cannot, and their hits are searched over their own speeds).
+const WARP_FANOUT: usize = super::REF_FANOUT;
+const WARP_TRIPLETS_PER_ANCHOR: usize = super::REF_TRIPLETS_PER_ANCHOR;
+
+/// Hashes the triplets of `peaks` (sorted by time), each print placed at the
+/// anchor's position in `anchors` (the same peaks, unwarped, in the same order).
+fn hash_triplets(
+    peaks: &[Peak],
+    anchors: &[Peak],
+    side: Side,
+    warp: u8,
+    keep_anchor: &impl Fn(u32) -> bool,
+    out: &mut Vec<Print>,
+) {
+    let params = side.params();
+    let (fanout, triplets_per_anchor) = if warp == 0 {
+        (params.fanout, params.triplets_per_anchor)
+    } else {
+        (WARP_FANOUT, WARP_TRIPLETS_PER_ANCHOR)
+    };
+    let probe = side == Side::Query;
+    let mut partners: Vec<&Peak> = Vec::with_capacity(fanout);
+    for (i, (a, anchor)) in peaks.iter().zip(anchors).enumerate() {
         if !keep_anchor(a.frame) {
             continue;
         }
         partners.clear();
-        for b in &order[i + 1..] {
+        for b in &peaks[i + 1..] {
             let dt = b.t - a.t;
             if dt > DT_AC_MAX_FRAMES {
                 break;
@@ -112,7 +218,7 @@ pub fn triplet_prints(
             let df = (b.f - a.f).abs();
             if dt >= DT_MIN_GAP_FRAMES && (DF_MIN_BINS..=DF_MAX_BINS).contains(&df) {
                 partners.push(b);
-                if partners.len() == params.fanout {
+                if partners.len() == fanout {
                     break;
                 }
             }
@@ -121,9 +227,9 @@ pub fn triplet_prints(
         'pairs: for (k, c) in partners.iter().enumerate() {
             for b in &partners[..k] {
                 if let Some(fields) = triplet_fields(a, b, c, probe) {
-                    emit_hashes(&fields, a, out);
+                    emit_hashes(&fields, anchor, warp, out);
                     made += 1;
-                    if made == params.triplets_per_anchor {
+                    if made == triplets_per_anchor {
                         break 'pairs;
                     }
                 }
@@ -181,7 +287,7 @@ fn triplet_fields(a: &Peak, b: &Peak, c: &Peak, probe: bool) -> Option<TripletFi
     })
 }
 
-fn emit_hashes(f: &TripletFields, anchor: &Peak, out: &mut Vec<Print>) {
+fn emit_hashes(f: &TripletFields, anchor: &Peak, warp: u8, out: &mut Vec<Print>) {
     let half_df = (DF_LEVELS - 1) / 2;
     let f_half_bins = half_bins(anchor.f);
     for band in f.band.options() {
@@ -202,6 +308,7 @@ fn emit_hashes(f: &TripletFields, anchor: &Peak, out: &mut Vec<Print>) {
                                 hash: pack_hash(fields),
                                 t_frame: anchor.frame,
                                 f_half_bins,
+                                warp,
                             });
                         }
                     }
@@ -264,6 +371,12 @@ mod tests {
         ] {
             assert_ne!(pack_hash(other), base);
         }
+    }
+
+    #[test]
+    fn warp_shift_is_the_pitch_change_of_the_warp_speed() {
+        let bins = crate::spectrogram::BINS_PER_OCTAVE as f32 * WARP_SPEED.log2();
+        assert!((WARP_SHIFT_BINS - bins).abs() < 1e-4, "{bins}");
     }
 
     #[test]

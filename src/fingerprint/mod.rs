@@ -56,7 +56,7 @@ use rayon::prelude::*;
 use crate::spectrogram::{self, FFT_SIZE, HOP_SAMPLES};
 
 pub use crate::spectrogram::{FRAMES_PER_SECOND, SAMPLE_RATE_HZ};
-pub use hash::triplet_prints;
+pub use hash::{QUERY_WARPS, WARP_SPEED, Warp, triplet_prints};
 pub use peaks::pick_peaks;
 pub use stream::{PIPELINE_BLOCK_FRAMES, StreamingFingerprinter};
 
@@ -179,6 +179,9 @@ pub struct Print {
     pub t_frame: u32,
     /// Anchor frequency in half log bins (0..=255).
     pub f_half_bins: u8,
+    /// The query warp the print was hashed under: 0 for the audio as it is
+    /// (every reference print), `k` for `QUERY_WARPS[k − 1]`.
+    pub warp: u8,
 }
 
 /// Number of significant bits in [`Print::hash`].
@@ -228,7 +231,12 @@ impl Fingerprint {
 fn context_frames(side: Side) -> (usize, usize) {
     let p = side.params();
     let local = p.neighbourhood_frames + DENSITY_HALF_WINDOW_FRAMES as usize + 2;
-    (local, local + DT_AC_MAX_FRAMES.ceil() as usize + 2)
+    // A warped query hash spans up to DT_AC_MAX_FRAMES of warped time.
+    let triplet_span = match side {
+        Side::Reference => DT_AC_MAX_FRAMES,
+        Side::Query => DT_AC_MAX_FRAMES * hash::WARP_SPEED,
+    };
+    (local, local + triplet_span.ceil() as usize + 2)
 }
 
 /// Fingerprints mono samples at [`SAMPLE_RATE_HZ`], in parallel blocks when long.

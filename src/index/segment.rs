@@ -568,6 +568,7 @@ mod tests {
             hash,
             t_frame: t,
             f_half_bins: 17,
+            warp: 0,
         }
     }
 

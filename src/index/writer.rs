@@ -163,6 +163,7 @@ impl IndexWriter {
                         hash,
                         t_frame: p.t_frame,
                         f_half_bins: p.f_half_bins,
+                        warp: 0,
                     });
                 }
             });
@@ -218,6 +219,7 @@ mod tests {
                 hash: (seed * 1_000_003 + i * 7919) % (1 << 20),
                 t_frame: i * 3,
                 f_half_bins: 9,
+                warp: 0,
             })
             .collect()
     }

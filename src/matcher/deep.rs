@@ -467,6 +467,7 @@ mod tests {
                 hash: 1000 + i as u32,
                 t_frame,
                 f_half_bins: f,
+                warp: 0,
             })
             .collect()
     }

@@ -2,13 +2,39 @@
 //! module docs).
 
 use super::Hit;
+use super::hough::SpeedRange;
 use super::pairs::PAIR_CLUSTER_HITS;
-use crate::fingerprint::{HASH_BITS, Print};
+use crate::fingerprint::{HASH_BITS, Print, QUERY_WARPS};
 use crate::index::{Index, WorkRef};
+use crate::spectrogram::BINS_PER_OCTAVE;
 
-/// Largest pitch shift considered (half log bins: 12 = 3 semitones), which also
-/// covers speed changes of ±15 %.
+/// Largest pitch shift considered for unwarped prints (half log bins: 12 = 3
+/// semitones), which also covers speed changes of ±15 %.
 const MAX_PITCH_SHIFT_HALF_BINS: i32 = 12;
+/// Pitch tolerance beyond a warp's expected pitch shifts (half log bins).
+const WARP_PITCH_TOLERANCE_HALF_BINS: f32 = 3.0;
+
+/// Hit groups per work: unwarped prints, then one per query warp.
+pub(super) const WARP_GROUPS: usize = 1 + QUERY_WARPS.len();
+
+/// The pitch shifts `f_query − f_ref` (half log bins) a hit of prints of warp
+/// `tag` may have. A warp covers tempo changes (pitch kept) through speed
+/// changes (pitch moving with the speed) across its speed range.
+fn pitch_window(tag: u8) -> (i32, i32) {
+    if tag == 0 {
+        return (-MAX_PITCH_SHIFT_HALF_BINS, MAX_PITCH_SHIFT_HALF_BINS);
+    }
+    let range = SpeedRange::of_warp(tag);
+    let far_speed = if range.max > 1.0 {
+        range.max
+    } else {
+        range.min
+    };
+    let far_pitch = (2 * BINS_PER_OCTAVE) as f32 * (far_speed as f32).log2();
+    let lo = far_pitch.min(0.0) - WARP_PITCH_TOLERANCE_HALF_BINS;
+    let hi = far_pitch.max(0.0) + WARP_PITCH_TOLERANCE_HALF_BINS;
+    (lo.floor() as i32, hi.ceil() as i32)
+}
 /// Stop hashes: a query hash whose posting list is longer than this many times
 /// the index's mean list length (over the whole hash space), and longer than
 /// [`MIN_STOP_POSTINGS`], is skipped. Music makes some triplet shapes (octaves,
@@ -26,17 +52,31 @@ fn stop_hash_postings(index: &Index) -> usize {
 
 /// Hash hits of the query's prints, grouped by work.
 pub(super) struct WorkHits {
-    /// Every kept hit, work after work; each work's run sorted and deduplicated.
+    /// Every kept hit, group after group; each group's run sorted and deduplicated.
     hits: Vec<Hit>,
-    /// Per work with at least [`PAIR_CLUSTER_HITS`] distinct hits: its run in `hits`.
-    runs: Vec<(WorkRef, std::ops::Range<usize>)>,
+    /// Per (work, warp) group with at least [`PAIR_CLUSTER_HITS`] distinct
+    /// hits: its run in `hits`.
+    runs: Vec<(WorkRef, u8, std::ops::Range<usize>)>,
+}
+
+/// The hits of one work from the prints of one query warp.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Candidate<'a> {
+    pub work: WorkRef,
+    /// Warp tag of the prints (0: unwarped).
+    pub warp: u8,
+    pub hits: &'a [Hit],
 }
 
 impl WorkHits {
-    pub(super) fn candidates(&self) -> Vec<(WorkRef, &[Hit])> {
+    pub(super) fn candidates(&self) -> Vec<Candidate<'_>> {
         self.runs
             .iter()
-            .map(|(r, run)| (*r, &self.hits[run.clone()]))
+            .map(|(work, warp, run)| Candidate {
+                work: *work,
+                warp: *warp,
+                hits: &self.hits[run.clone()],
+            })
             .collect()
     }
 }
@@ -90,7 +130,10 @@ pub struct HitGatherer<'a> {
     index: &'a Index,
     /// Longest posting list a hash may have to be used (stop hashes).
     max_postings: usize,
+    /// Hits per group (`slot · WARP_GROUPS + warp`).
     hits_per_slot: Vec<u32>,
+    /// Pitch window of each warp's hits.
+    pitch_windows: [(i32, i32); WARP_GROUPS],
     flat: Vec<(u32, Hit)>,
     postings: Vec<(usize, crate::index::segment::Posting)>,
 }
@@ -100,7 +143,8 @@ impl<'a> HitGatherer<'a> {
         Self {
             index,
             max_postings: stop_hash_postings(index),
-            hits_per_slot: vec![0; index.work_slot_count()],
+            hits_per_slot: vec![0; index.work_slot_count() * WARP_GROUPS],
+            pitch_windows: std::array::from_fn(|tag| pitch_window(tag as u8)),
             flat: Vec::new(),
             postings: Vec::new(),
         }
@@ -133,18 +177,22 @@ impl<'a> HitGatherer<'a> {
                 continue;
             }
             for q in &sorted[i..j] {
+                let warp = usize::from(q.warp);
+                let Some(&(pitch_lo, pitch_hi)) = self.pitch_windows.get(warp) else {
+                    continue;
+                };
                 for &(slot, p) in postings.iter() {
-                    if (i32::from(q.f_half_bins) - i32::from(p.f_half_bins)).abs()
-                        > MAX_PITCH_SHIFT_HALF_BINS
-                    {
+                    let pitch = i32::from(q.f_half_bins) - i32::from(p.f_half_bins);
+                    if pitch < pitch_lo || pitch > pitch_hi {
                         continue;
                     }
-                    let Some(count) = self.hits_per_slot.get_mut(slot) else {
+                    let group = slot * WARP_GROUPS + warp;
+                    let Some(count) = self.hits_per_slot.get_mut(group) else {
                         continue;
                     };
                     *count += 1;
                     self.flat.push((
-                        slot as u32,
+                        group as u32,
                         Hit {
                             tq: q.t_frame,
                             tr: p.t_frame,
@@ -168,13 +216,14 @@ impl<'a> HitGatherer<'a> {
         } = self;
         // Works with enough hits get a run; `hits_per_slot` becomes the next free
         // position of the slot's run plus one (0: the slot's hits are dropped).
-        let mut runs: Vec<(WorkRef, std::ops::Range<usize>)> = Vec::new();
+        let mut runs: Vec<(WorkRef, u8, std::ops::Range<usize>)> = Vec::new();
         let mut next = 0usize;
-        for (slot, count) in hits_per_slot.iter_mut().enumerate() {
+        for (group, count) in hits_per_slot.iter_mut().enumerate() {
             let n = *count as usize;
-            match index.work_ref_of_slot(slot) {
+            let warp = (group % WARP_GROUPS) as u8;
+            match index.work_ref_of_slot(group / WARP_GROUPS) {
                 Some(r) if n >= PAIR_CLUSTER_HITS => {
-                    runs.push((r, next..next + n));
+                    runs.push((r, warp, next..next + n));
                     *count = next as u32 + 1;
                     next += n;
                 }
@@ -199,7 +248,7 @@ impl<'a> HitGatherer<'a> {
         }
         // Sort and deduplicate each run in place, closing the gaps.
         let mut write = 0;
-        for (_, run) in &mut runs {
+        for (_, _, run) in &mut runs {
             let group = &mut hits[run.clone()];
             group.sort_unstable();
             let mut kept = 0;
@@ -216,7 +265,7 @@ impl<'a> HitGatherer<'a> {
             write += kept;
         }
         hits.truncate(write);
-        runs.retain(|(_, run)| run.len() >= PAIR_CLUSTER_HITS);
+        runs.retain(|(_, _, run)| run.len() >= PAIR_CLUSTER_HITS);
         WorkHits { hits, runs }
     }
 }
@@ -242,11 +291,12 @@ mod tests {
             gatherer.finish()
         };
         let whole_hits = whole.candidates();
-        assert_eq!(whole_hits.len(), 1, "the one work is a candidate");
+        let unwarped: Vec<_> = whole_hits.iter().filter(|c| c.warp == 0).collect();
+        assert_eq!(unwarped.len(), 1, "the one work is a candidate");
         assert!(
-            whole_hits[0].1.len() > 100,
+            unwarped[0].hits.len() > 100,
             "{} hits",
-            whole_hits[0].1.len()
+            unwarped[0].hits.len()
         );
         for batch in [1, 7, 500, query.len() - 1] {
             let mut gatherer = HitGatherer::new(&index);
@@ -276,6 +326,7 @@ mod tests {
                     hash: ((state >> 20) as u32) >> (32 - bits),
                     t_frame: i,
                     f_half_bins: (i % 256) as u8,
+                    warp: 0,
                 }
             })
             .collect();

@@ -2,11 +2,53 @@
 //! the alignments of one work's hash hits (steps 2–4 of the module docs).
 
 use super::{Hit, Segment};
-use crate::fingerprint::FRAMES_PER_SECOND;
+use crate::fingerprint::{FRAMES_PER_SECOND, Warp};
 
-/// Speed-factor search range and step of the Hough transform.
+/// Speed-factor search range of unwarped prints (warped prints search it
+/// scaled by their warp's time scale, see [`SpeedRange::of_warp`]) and the step
+/// of the Hough transform.
 pub const MIN_SPEED: f64 = 0.86;
 pub const MAX_SPEED: f64 = 1.16;
+
+/// Speed factors this close to a search range's edge count as on it.
+const EDGE_MARGIN: f64 = 0.02;
+
+/// The speed factors (reference seconds per query second) one group of hits
+/// is searched at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct SpeedRange {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl SpeedRange {
+    /// The search range of unwarped prints.
+    pub const UNWARPED: SpeedRange = SpeedRange {
+        min: MIN_SPEED,
+        max: MAX_SPEED,
+    };
+
+    /// The search range of prints hashed under warp `tag` (0: unwarped): a
+    /// warp maps the query's time by its time scale, and the unwarped range
+    /// around it is searched.
+    pub fn of_warp(tag: u8) -> SpeedRange {
+        let scale = f64::from(Warp::time_scale_of(tag));
+        SpeedRange {
+            min: MIN_SPEED * scale,
+            max: MAX_SPEED * scale,
+        }
+    }
+
+    /// Whether `slope` lies inside the range, clear of its edges (a line fit
+    /// clamped to an edge may be a faster or slower alignment beyond it).
+    pub fn holds_inside(self, slope: f64) -> bool {
+        (self.min + EDGE_MARGIN..=self.max - EDGE_MARGIN).contains(&slope)
+    }
+
+    fn contains(self, slope: f64) -> bool {
+        (self.min..=self.max).contains(&slope)
+    }
+}
 const SPEED_STEP: f64 = 0.004;
 /// Offset histogram bin width (frames).
 const OFFSET_BIN_FRAMES: f64 = 4.0;
@@ -28,13 +70,17 @@ const MAX_ALIGNMENTS_PER_WORK: usize = 6;
 
 /// Finds the alignments of one work's hits, best first, until the best remaining
 /// alignment has fewer than `min_inliers` hits.
-pub(super) fn align_work(hits: Vec<Hit>, min_inliers: f64) -> Vec<Segment> {
-    align_work_rounds(hits, min_inliers).0
+pub(super) fn align_work(hits: Vec<Hit>, min_inliers: f64, speeds: SpeedRange) -> Vec<Segment> {
+    align_work_rounds(hits, min_inliers, speeds).0
 }
 
 /// [`align_work`], also returning how many alignments were taken (rounds whose
 /// line was accepted and removed).
-fn align_work_rounds(mut hits: Vec<Hit>, min_inliers: f64) -> (Vec<Segment>, usize) {
+fn align_work_rounds(
+    mut hits: Vec<Hit>,
+    min_inliers: f64,
+    speeds: SpeedRange,
+) -> (Vec<Segment>, usize) {
     let min_inliers = min_inliers.max(MIN_RAW_HITS as f64);
     let mut segments = Vec::new();
     let mut taken = 0;
@@ -42,12 +88,12 @@ fn align_work_rounds(mut hits: Vec<Hit>, min_inliers: f64) -> (Vec<Segment>, usi
         if (hits.len() as f64) < min_inliers {
             break;
         }
-        let Some(best) = best_alignment(&hits) else {
+        let Some(best) = best_alignment(&hits, speeds) else {
             break;
         };
         // The first alignment is always verified; further ones only when they
         // stand out from what chance piles into the fullest offset bin.
-        let beats_chance = round == 0 || f64::from(best.count) >= best.chance_ceiling();
+        let beats_chance = round == 0 || f64::from(best.count) >= best.chance_ceiling(speeds);
         if !beats_chance || best.estimated_hits() < min_inliers {
             break;
         }
@@ -58,7 +104,7 @@ fn align_work_rounds(mut hits: Vec<Hit>, min_inliers: f64) -> (Vec<Segment>, usi
         if (inliers.len() as f64) < min_inliers {
             break;
         }
-        let (slope, offset) = fit_line(&inliers).unwrap_or((slope, offset));
+        let (slope, offset) = fit_line(&inliers, speeds).unwrap_or((slope, offset));
         let inliers: Vec<Hit> = inliers
             .into_iter()
             .filter(|h| residual(h, slope, offset).abs() <= INLIER_TOLERANCE_FRAMES)
@@ -68,7 +114,7 @@ fn align_work_rounds(mut hits: Vec<Hit>, min_inliers: f64) -> (Vec<Segment>, usi
             .into_iter()
             .filter(|h| (pitch_shift(h) - pitch).abs() <= PITCH_TOLERANCE_HALF_BINS)
             .collect();
-        segments.extend(split_segments(&consistent, slope, offset));
+        segments.extend(split_segments(&consistent, slope, offset, speeds));
         taken += 1;
         hits = rest;
     }
@@ -94,7 +140,7 @@ fn median_pitch(hits: &[Hit]) -> i32 {
 /// For each speed on the grid, offsets are counted in a dense histogram (one
 /// pass over the hits, one over the bins), each bin together with its right
 /// neighbour so a line on a bin edge is not split.
-fn best_alignment(all_hits: &[Hit]) -> Option<Vote> {
+fn best_alignment(all_hits: &[Hit], speeds: SpeedRange) -> Option<Vote> {
     // Many hits mean a strong line: a uniform sample finds it as well, at a
     // fraction of the cost (hits are sorted by query time, so a stride spreads
     // the sample over the whole query).
@@ -106,11 +152,16 @@ fn best_alignment(all_hits: &[Hit]) -> Option<Vote> {
     } else {
         all_hits
     };
-    let coarse_steps = ((MAX_SPEED - MIN_SPEED) / COARSE_SPEED_STEP).round() as usize;
+    let coarse_steps = ((speeds.max - speeds.min) / COARSE_SPEED_STEP).round() as usize;
     let mut per_slope: Vec<Vote> = (0..=coarse_steps)
         .filter_map(|i| {
-            let slope = MIN_SPEED + i as f64 * COARSE_SPEED_STEP;
-            vote(hits, std::iter::once(slope), COARSE_OFFSET_BIN_FRAMES)
+            let slope = speeds.min + i as f64 * COARSE_SPEED_STEP;
+            vote(
+                hits,
+                std::iter::once(slope),
+                COARSE_OFFSET_BIN_FRAMES,
+                speeds,
+            )
         })
         .collect();
     per_slope.sort_by_key(|v| std::cmp::Reverse(v.count));
@@ -122,8 +173,8 @@ fn best_alignment(all_hits: &[Hit]) -> Option<Vote> {
             let slope = coarse.slope;
             let fine = (-fine_steps..=fine_steps)
                 .map(move |i| slope + i as f64 * SPEED_STEP)
-                .filter(|s| (MIN_SPEED..=MAX_SPEED).contains(s));
-            vote(hits, fine, OFFSET_BIN_FRAMES)
+                .filter(|&s| speeds.contains(s));
+            vote(hits, fine, OFFSET_BIN_FRAMES, speeds)
         })
         .max_by_key(|v| v.count)
         .map(|v| Vote { stride, ..v })
@@ -155,8 +206,8 @@ impl Vote {
     /// exceed with probability below [`CHANCE_CEILING_FALSE_ALARMS`], plus
     /// [`CHANCE_CEILING_MARGIN`] for chance hits that cluster (music repeats
     /// itself, so hits are not spread evenly).
-    fn chance_ceiling(&self) -> f64 {
-        let slopes = ((MAX_SPEED - MIN_SPEED) / SPEED_STEP).round() + 1.0;
+    fn chance_ceiling(&self, speeds: SpeedRange) -> f64 {
+        let slopes = ((speeds.max - speeds.min) / SPEED_STEP).round() + 1.0;
         let cells = self.bins as f64 * slopes;
         poisson_quantile(
             self.mean_count,
@@ -207,10 +258,15 @@ fn poisson_quantile(mean: f64, tail: f64) -> f64 {
 ///
 /// This is the matcher's hot loop (every hit × every slope): offsets are shifted
 /// positive by a bias so a float-to-int cast floors them, with no call to `floor`.
-fn vote(hits: &[Hit], slopes: impl Iterator<Item = f64>, bin_frames: f64) -> Option<Vote> {
+fn vote(
+    hits: &[Hit],
+    slopes: impl Iterator<Item = f64>,
+    bin_frames: f64,
+    speeds: SpeedRange,
+) -> Option<Vote> {
     let max_tq = hits.iter().map(|h| h.tq).max()?;
-    // tr − slope·tq + bias ≥ bin_frames > 0 for every hit and slope ≤ MAX_SPEED.
-    let bias = MAX_SPEED * f64::from(max_tq) + bin_frames;
+    // tr − slope·tq + bias ≥ bin_frames > 0 for every hit and slope ≤ speeds.max.
+    let bias = speeds.max * f64::from(max_tq) + bin_frames;
     let per_bin = 1.0 / bin_frames;
     let mut best: Option<Vote> = None;
     let mut bins: Vec<u32> = Vec::with_capacity(hits.len());
@@ -274,7 +330,7 @@ fn vote(hits: &[Hit], slopes: impl Iterator<Item = f64>, bin_frames: f64) -> Opt
 }
 
 /// Least-squares line through the hits (`t_ref` against `t_query`).
-fn fit_line(hits: &[Hit]) -> Option<(f64, f64)> {
+fn fit_line(hits: &[Hit], speeds: SpeedRange) -> Option<(f64, f64)> {
     let n = hits.len() as f64;
     let mean_q = hits.iter().map(|h| f64::from(h.tq)).sum::<f64>() / n;
     let mean_r = hits.iter().map(|h| f64::from(h.tr)).sum::<f64>() / n;
@@ -287,11 +343,11 @@ fn fit_line(hits: &[Hit]) -> Option<(f64, f64)> {
     if sqq < 1e-9 {
         return None;
     }
-    let slope = (sqr / sqq).clamp(MIN_SPEED, MAX_SPEED);
+    let slope = (sqr / sqq).clamp(speeds.min, speeds.max);
     Some((slope, mean_r - slope * mean_q))
 }
 
-fn split_segments(hits: &[Hit], slope: f64, offset: f64) -> Vec<Segment> {
+fn split_segments(hits: &[Hit], slope: f64, offset: f64, speeds: SpeedRange) -> Vec<Segment> {
     let mut sorted = hits.to_vec();
     sorted.sort_unstable_by_key(|h| h.tq);
     let max_gap = (MAX_GAP_S * FRAMES_PER_SECOND) as u32;
@@ -301,7 +357,7 @@ fn split_segments(hits: &[Hit], slope: f64, offset: f64) -> Vec<Segment> {
         if i == sorted.len() || sorted[i].tq - sorted[i - 1].tq > max_gap {
             let run = &sorted[start..i];
             let (slope, offset) = if run.len() >= 2 * MIN_RAW_HITS {
-                fit_line(run).unwrap_or((slope, offset))
+                fit_line(run, speeds).unwrap_or((slope, offset))
             } else {
                 (slope, offset)
             };
@@ -351,7 +407,7 @@ mod tests {
             .collect();
         // Uniform clutter.
         hits.extend((0..200u32).map(|i| hit((i * 37) % 800, (i * 7919) % 5000)));
-        let segments = align_work(hits, 5.0);
+        let segments = align_work(hits, 5.0, SpeedRange::UNWARPED);
         let best = segments.iter().max_by_key(|s| s.anchors).unwrap();
         assert!((best.slope - 1.07).abs() < 0.01, "slope {}", best.slope);
         assert!(best.anchors >= 75, "anchors {}", best.anchors);
@@ -408,7 +464,7 @@ mod tests {
         let hits: Vec<Hit> = (0..20_000)
             .map(|_| hit(next(25_000), next(25_000)))
             .collect();
-        let (_, rounds) = align_work_rounds(hits, 5.0);
+        let (_, rounds) = align_work_rounds(hits, 5.0, SpeedRange::UNWARPED);
         assert_eq!(rounds, 1, "alignments taken from chance alone");
     }
 
@@ -420,7 +476,7 @@ mod tests {
         hits.extend((0..repeat_hits).map(|i| hit(3_000 + i * 5, i * 5 + 1_000)));
         hits.extend((0..chance_hits).map(|i| hit((i * 7_919) % 20_000, (i * 104_729) % 20_000)));
         hits.sort_unstable();
-        let (segments, rounds) = align_work_rounds(hits, 5.0);
+        let (segments, rounds) = align_work_rounds(hits, 5.0, SpeedRange::UNWARPED);
         assert_eq!(rounds, 2, "{segments:?}");
         assert!(
             segments.iter().any(|s| s.tq_start >= 3_000.0),
@@ -445,7 +501,7 @@ mod tests {
     fn gaps_split_segments() {
         let mut hits: Vec<Hit> = (0..40).map(|i| hit(i * 5, i * 5 + 1000)).collect();
         hits.extend((0..40).map(|i| hit(3000 + i * 5, 3000 + i * 5 + 1000)));
-        let segments = align_work(hits, 5.0);
+        let segments = align_work(hits, 5.0, SpeedRange::UNWARPED);
         assert_eq!(segments.len(), 2);
     }
 
@@ -459,7 +515,7 @@ mod tests {
                 fr: 40,
             })
             .collect();
-        let segment = &align_work(hits, 5.0)[0];
+        let segment = &align_work(hits, 5.0, SpeedRange::UNWARPED)[0];
         let m = segment.clone().into_match(
             "w",
             10.0,

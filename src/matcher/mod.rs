@@ -75,6 +75,7 @@ mod verify;
 use serde::{Deserialize, Serialize};
 
 pub use hits::HitGatherer;
+use hough::SpeedRange;
 pub use hough::{MAX_GAP_S, MAX_SPEED, MIN_SPEED};
 pub use verify::PeakEvidence;
 
@@ -91,6 +92,10 @@ const CANDIDATE_MIN_HITS: usize = 4;
 /// [`MAX_WEAK_CANDIDATE_WORKS`] strongest.
 const STRONG_CANDIDATE_HITS: usize = 12;
 const MAX_WEAK_CANDIDATE_WORKS: usize = 32;
+/// Hits of warped prints (see [`crate::fingerprint::Warp`]) a work needs for
+/// their alignment to be searched: a sped-up or slowed work keeps many
+/// (unwarped prints of such a query find a work even with a few).
+const WARPED_CANDIDATE_MIN_HITS: usize = 12;
 
 /// One registered work found inside a submission.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,11 +202,17 @@ pub fn find_matches_gathered(
 ) -> Vec<Match> {
     let work_hits = gatherer.finish();
     let mut candidates = work_hits.candidates();
-    candidates.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+    candidates.sort_by(|a, b| {
+        b.hits
+            .len()
+            .cmp(&a.hits.len())
+            .then(a.work.cmp(&b.work))
+            .then(a.warp.cmp(&b.warp))
+    });
     tracing::debug!(
         prints = query.prints.len(),
         candidate_works = candidates.len(),
-        top_hits = ?candidates.iter().take(5).map(|c| c.1.len()).collect::<Vec<_>>(),
+        top_hits = ?candidates.iter().take(5).map(|c| c.hits.len()).collect::<Vec<_>>(),
         "matcher: hits gathered"
     );
     let mut verified: Vec<(f64, WorkRef, Segment)> = Vec::new();
@@ -217,14 +228,35 @@ pub fn find_matches_gathered(
             verified.push((score, work_ref, segment));
         }
     };
-    for (rank, (work_ref, work_hits)) in candidates.iter().enumerate() {
-        let strong = work_hits.len() >= STRONG_CANDIDATE_HITS;
-        if work_hits.len() < CANDIDATE_MIN_HITS || (!strong && rank >= MAX_WEAK_CANDIDATE_WORKS) {
-            break;
-        }
-        for segment in align_work(work_hits.to_vec(), CANDIDATE_MIN_HITS as f64) {
-            if segment.anchors >= CANDIDATE_MIN_HITS {
-                check(*work_ref, segment, &mut verified);
+    // Unwarped prints first; a work they found confidently, at a speed inside
+    // their range (not clamped to its edge), is not searched again at the
+    // warps' speeds.
+    for warped in [false, true] {
+        for (rank, candidate) in candidates.iter().enumerate() {
+            let work_hits = candidate.hits;
+            let strong = work_hits.len() >= STRONG_CANDIDATE_HITS;
+            if work_hits.len() < CANDIDATE_MIN_HITS || (!strong && rank >= MAX_WEAK_CANDIDATE_WORKS)
+            {
+                break;
+            }
+            if (candidate.warp != 0) != warped {
+                continue;
+            }
+            if warped
+                && (work_hits.len() < WARPED_CANDIDATE_MIN_HITS
+                    || verified.iter().any(|v| {
+                        v.1 == candidate.work
+                            && v.0 >= config.confident_score
+                            && SpeedRange::UNWARPED.holds_inside(v.2.slope)
+                    }))
+            {
+                continue;
+            }
+            let speeds = SpeedRange::of_warp(candidate.warp);
+            for segment in align_work(work_hits.to_vec(), CANDIDATE_MIN_HITS as f64, speeds) {
+                if segment.anchors >= CANDIDATE_MIN_HITS {
+                    check(candidate.work, segment, &mut verified);
+                }
             }
         }
     }
@@ -239,16 +271,20 @@ pub fn find_matches_gathered(
     // shortlisted works the hash stages did not find (or found only weakly)
     // are searched by peaks.
     if config.deep_search_works > 0 {
-        let shortlist: Vec<WorkRef> = candidates
-            .iter()
-            .map(|c| c.0)
-            .filter(|r| {
-                !verified
-                    .iter()
-                    .any(|v| v.1 == *r && v.0 >= config.deep_min_score)
-            })
-            .take(config.deep_search_works)
-            .collect();
+        let mut shortlist: Vec<WorkRef> = Vec::new();
+        // The deep search runs at speed 1: it takes the works the unwarped
+        // prints hit.
+        for work in candidates.iter().filter(|c| c.warp == 0).map(|c| c.work) {
+            if shortlist.len() == config.deep_search_works {
+                break;
+            }
+            let found = verified
+                .iter()
+                .any(|v| v.1 == work && v.0 >= config.deep_min_score);
+            if !found && !shortlist.contains(&work) {
+                shortlist.push(work);
+            }
+        }
         let hypotheses = deep::DeepSearch::default().hypotheses(
             index,
             &query.peaks,

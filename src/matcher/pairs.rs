@@ -1,8 +1,9 @@
 //! Hypotheses from a few hits agreeing on an unscaled alignment (step 5 of the
 //! module docs).
 
+use super::Segment;
+use super::hits::Candidate;
 use super::hough::{INLIER_TOLERANCE_FRAMES, pitch_shift};
-use super::{Hit, Segment};
 use crate::fingerprint::FRAMES_PER_SECOND;
 use crate::index::WorkRef;
 
@@ -22,14 +23,20 @@ pub(super) const MAX_PAIR_HYPOTHESES: usize = 48;
 /// Alignments at speed 1 supported by a few hits (≥ [`PAIR_CLUSTER_HITS`]) that
 /// the Hough stage did not already propose, largest clusters first.
 pub(super) fn pair_hypotheses(
-    candidates: &[(WorkRef, &[Hit])],
+    candidates: &[Candidate<'_>],
     verified: &[(f64, WorkRef, Segment)],
     query_frames: f64,
 ) -> Vec<(WorkRef, Segment)> {
     let mut found: Vec<(usize, WorkRef, Segment)> = Vec::new();
     let mut offsets: Vec<(i64, i32, u32)> = Vec::new();
     let mut anchors: Vec<u32> = Vec::new();
-    for (work_ref, hits) in candidates {
+    // Speed-1 hypotheses come from unwarped prints only.
+    for Candidate {
+        work: work_ref,
+        hits,
+        ..
+    } in candidates.iter().filter(|c| c.warp == 0)
+    {
         offsets.clear();
         offsets.extend(
             hits.iter()

@@ -160,6 +160,7 @@ mod tests {
             hash,
             t_frame,
             f_half_bins,
+            warp: 0,
         };
         let base = SubmissionId::of_prints(&[p(1, 2, 3)]);
         assert!(base.as_str().starts_with(PRINTS_PREFIX));

@@ -315,12 +315,15 @@ fn append_batch(
             "hashes, t_frames and f_half_bins must have the same length",
         ));
     }
+    let warps = crate::fingerprint::file::print_warps(batch)
+        .map_err(|reason| ServiceError::invalid("prints.warps", reason))?;
     prints.reserve(n);
-    for ((&hash, &t_frame), &f) in batch
+    for (((&hash, &t_frame), &f), warp) in batch
         .hashes
         .iter()
         .zip(&batch.t_frames)
         .zip(&batch.f_half_bins)
+        .zip(warps)
     {
         if hash >> HASH_BITS != 0 {
             return Err(ServiceError::invalid(
@@ -341,6 +344,7 @@ fn append_batch(
             hash,
             t_frame,
             f_half_bins,
+            warp,
         });
     }
     Ok(())
