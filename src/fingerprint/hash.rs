@@ -129,8 +129,7 @@ pub struct Warp {
 }
 
 impl Warp {
-    /// The query's speed factors (reference seconds per query second) this
-    /// warp's prints are searched at: the unwarped search range, scaled.
+    /// The time scale of the warp with tag `tag` (1 for tag 0, unwarped).
     pub fn time_scale_of(tag: u8) -> f32 {
         match tag.checked_sub(1) {
             Some(k) => QUERY_WARPS

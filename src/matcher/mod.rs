@@ -10,7 +10,10 @@
 //! 2. **Vote.** For each work with enough raw hits, a Hough transform over the time
 //!    map `t_ref = s · t_query + o` tries every speed factor `s` on a fine grid
 //!    ([`MIN_SPEED`]..[`MAX_SPEED`]) and histograms the offsets `o`. The best bin is a
-//!    candidate alignment.
+//!    candidate alignment. Hits of warped query prints
+//!    ([`crate::fingerprint::Warp`]) form their own group per work and are
+//!    voted over the warp's speed range (0.72–0.97, 1.03–1.39), after the
+//!    unwarped groups and only for works these did not find confidently.
 //! 3. **Fit.** Hits near the candidate line are refitted by least squares (slope =
 //!    speed factor), then filtered by pitch consistency: all true hits share one
 //!    log-frequency shift `f_query − f_ref`, whose median gives the pitch factor.
