@@ -332,7 +332,7 @@ impl Registry {
     }
 
     /// Runs `f` on the connection (reads).
-    fn read<T>(&self, f: impl Fn(&mut dyn Db) -> Result<T>) -> Result<T> {
+    fn read<T: Send>(&self, f: impl Fn(&mut dyn Db) -> Result<T> + Sync) -> Result<T> {
         match &mut *self.lock() {
             Conn::Sqlite(conn) => f(&mut SqliteDb(conn)),
             #[cfg(feature = "postgres")]
@@ -343,7 +343,11 @@ impl Registry {
     /// Runs `f` in one write transaction and commits it if `f` succeeds:
     /// SQLite's `BEGIN IMMEDIATE`, or on PostgreSQL a transaction that first
     /// takes the registry's write lock.
-    fn write<T>(&self, op: &str, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
+    fn write<T: Send>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&mut dyn Db) -> Result<T> + Send,
+    ) -> Result<T> {
         match &mut *self.lock() {
             Conn::Sqlite(conn) => {
                 let tx = conn
@@ -361,10 +365,10 @@ impl Registry {
     /// Like [`Registry::write`] for changes that append no audit entry and
     /// are safe under concurrent writers by themselves (the ledger's
     /// insert-or-ignore): PostgreSQL does not take the write lock.
-    fn write_unserialised<T>(
+    fn write_unserialised<T: Send>(
         &self,
         op: &str,
-        f: impl FnOnce(&mut dyn Db) -> Result<T>,
+        f: impl FnOnce(&mut dyn Db) -> Result<T> + Send,
     ) -> Result<T> {
         #[cfg(feature = "postgres")]
         if let Conn::Postgres(pg) = &mut *self.lock() {

@@ -17,6 +17,9 @@
 //!   connection. Writes are not retried here: a write whose commit outcome is
 //!   unknown is the caller's to retry (the ledger is idempotent, and audited
 //!   changes report the failure).
+//! * **Off the async runtime.** The synchronous client drives its own
+//!   runtime and must not block a thread of another one; a call made from
+//!   inside an async runtime (the service) runs on a scoped thread of its own.
 //! * **TLS** through rustls, per the URL's `sslmode` (`prefer` by default,
 //!   `require` to insist): the platform's roots plus, if set, the PEM
 //!   certificates in the file named by [`REGISTRY_CA_ENV`].
@@ -168,9 +171,33 @@ pub(crate) struct PgConnection {
     target: String,
 }
 
+/// Runs `f` where the synchronous client may block: here, or on a scoped
+/// thread when this thread belongs to an async runtime.
+fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| match scope.spawn(f).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+impl Drop for PgConnection {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            off_runtime(move || drop(client));
+        }
+    }
+}
+
 impl PgConnection {
     /// Connects to `url` and brings the schema up to date.
     pub(crate) fn connect(url: &str) -> Result<Self> {
+        off_runtime(|| Self::connect_here(url))
+    }
+
+    fn connect_here(url: &str) -> Result<Self> {
         let target = super::redact(url);
         let mut config: Config =
             url.parse()
@@ -215,7 +242,14 @@ impl PgConnection {
     }
 
     /// Runs a read; once more on a new connection if the first one broke.
-    pub(crate) fn read<T>(&mut self, f: impl Fn(&mut dyn Db) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T: Send>(
+        &mut self,
+        f: impl Fn(&mut dyn Db) -> Result<T> + Sync,
+    ) -> Result<T> {
+        off_runtime(|| self.read_here(&f))
+    }
+
+    fn read_here<T>(&mut self, f: &impl Fn(&mut dyn Db) -> Result<T>) -> Result<T> {
         let first = f(&mut PgDb(self.client()?));
         match first {
             Err(e) if e.is_unavailable() => {
@@ -228,7 +262,16 @@ impl PgConnection {
 
     /// Runs `f` in one transaction, first taking [`WRITE_LOCK`] if
     /// `serialise`; commits if `f` succeeds.
-    pub(crate) fn write<T>(
+    pub(crate) fn write<T: Send>(
+        &mut self,
+        op: &str,
+        serialise: bool,
+        f: impl FnOnce(&mut dyn Db) -> Result<T> + Send,
+    ) -> Result<T> {
+        off_runtime(|| self.write_here(op, serialise, f))
+    }
+
+    fn write_here<T>(
         &mut self,
         op: &str,
         serialise: bool,
