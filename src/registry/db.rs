@@ -128,8 +128,12 @@ impl DbError {
         match self {
             #[cfg(feature = "postgres")]
             DbError::Postgres(e) => {
+                let source = std::error::Error::source(e);
                 e.is_closed()
-                    || e.as_db_error().is_none() && e.code().is_none()
+                    // Refused or reset connections carry the I/O error; a
+                    // connect timeout carries nothing.
+                    || source.is_some_and(|s| s.is::<std::io::Error>())
+                    || source.is_none() && e.as_db_error().is_none()
                     || e.code().is_some_and(|c| {
                         *c == postgres::error::SqlState::ADMIN_SHUTDOWN
                             || *c == postgres::error::SqlState::CRASH_SHUTDOWN
