@@ -182,3 +182,63 @@ fn command_line_processes_share_one_registry_and_audit_chain() {
     );
     assert_eq!(report["problems"], serde_json::json!([]), "{report}");
 }
+
+/// TLS to the database: with `sslmode=require` the command line connects
+/// when the server's CA is given in `EARMARK_REGISTRY_CA`, and refuses a
+/// server it cannot verify.
+#[test]
+fn tls_to_the_database_verifies_the_server() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let Some(mut pg) = cluster::start_or_skip("tls_to_the_database_verifies_the_server") else {
+        return;
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "earmark test database CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    pg.enable_tls(&cert.pem(), &key.serialize_pem());
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let url = format!("{}?sslmode=require", pg.create_database());
+    let verify = |ca: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_earmark"));
+        cmd.arg("--data")
+            .arg(dir.path().join("data"))
+            .args(["--registry", &url, "audit", "verify", "--json"])
+            .env_remove("EARMARK_REGISTRY_CA");
+        if let Some(ca) = ca {
+            cmd.env("EARMARK_REGISTRY_CA", ca);
+        }
+        cmd.output().unwrap()
+    };
+    let trusted = verify(Some(&ca_file));
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let untrusted = verify(None);
+    assert!(
+        !untrusted.status.success(),
+        "connected to an unverified server"
+    );
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(err.contains("cannot connect"), "{err}");
+    // The server did have TLS on (the refusal was the verification).
+    let mut admin = postgres::Client::connect(&pg.url("postgres"), postgres::NoTls).unwrap();
+    let ssl_on: String = admin.query_one("SHOW ssl", &[]).unwrap().get(0);
+    assert_eq!(ssl_on, "on");
+}

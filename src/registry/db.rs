@@ -187,8 +187,8 @@ impl FromValue for f64 {
     fn from_value(v: &Value) -> Option<Self> {
         match v {
             Value::Real(r) => Some(*r),
-            // SQLite gives an integer for a REAL column holding a whole number
-            // only through affinity-less expressions; accept it exactly.
+            // An integer where a number is expected (an expression without
+            // column affinity in SQLite): exact up to 2^53.
             #[allow(clippy::cast_precision_loss)]
             Value::Int(i) => Some(*i as f64),
             _ => None,

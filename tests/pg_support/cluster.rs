@@ -235,6 +235,33 @@ impl PgCluster {
         }
     }
 
+    /// Restarts the server with TLS on (`ssl = on`), presenting `cert_pem`
+    /// (its chain) and `key_pem`.
+    pub fn enable_tls(&mut self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        self.stop();
+        let data = self.dir.join("data");
+        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, text).expect("writing the server's TLS files");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("key file mode");
+            if running_as_root() {
+                let chown = Command::new("chown")
+                    .arg(format!("{UNPRIVILEGED_USER}:nogroup"))
+                    .arg(&path)
+                    .status()
+                    .expect("chown runs");
+                assert!(chown.success(), "chown of {}", path.display());
+            }
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+        text.push_str("\nssl = on\n");
+        std::fs::write(&conf, text).expect("postgresql.conf");
+        self.start_server();
+    }
+
     /// The temporary directory holding data, socket and log.
     pub fn dir(&self) -> &Path {
         &self.dir
