@@ -242,3 +242,133 @@ fn tls_to_the_database_verifies_the_server() {
     let ssl_on: String = admin.query_one("SHOW ssl", &[]).unwrap().get(0);
     assert_eq!(ssl_on, "on");
 }
+
+/// `earmark serve` on the PostgreSQL registry as a process; returns it and
+/// its URL once it is SERVING.
+async fn spawn_server(data: &std::path::Path, registry: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_earmark"))
+        .arg("--data")
+        .arg(data)
+        .args(["--registry", registry])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+            "--workers",
+            "2",
+        ])
+        .env_remove("EARMARK_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("earmark gRPC server listening") {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                    .map(str::to_owned);
+                let _ = addr_tx.send(addr);
+            }
+        }
+    });
+    let addr = addr_rx
+        .recv_timeout(READY_TIMEOUT)
+        .expect("server logged its address")
+        .expect("addr= in the log line");
+    let url = format!("http://{addr}");
+    wait_health(&url, ServingStatus::Serving).await;
+    (child, url)
+}
+
+/// A server killed with SIGKILL in the middle of a request and started
+/// again loses nothing and counts nothing twice: the retried submission
+/// adds no ledger row, the audit chain is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_request_then_restart_counts_each_use_once() {
+    let Some(pg) = cluster::start_or_skip("sigkill_mid_request_then_restart_counts_each_use_once")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The test helper's synchronous client may not block a runtime thread.
+    let url = tokio::task::block_in_place(|| pg.create_database());
+    let location = RegistryLocation::Postgres(url.clone());
+    let data = DataDir::new(dir.path()).with_registry(location.clone());
+    let data = tokio::task::spawn_blocking(move || seed_into(data, &default_seeds()))
+        .await
+        .unwrap();
+    let allowed = "submissions/pitched.ogg";
+
+    let (mut server, server_url) = spawn_server(&data.root, &url).await;
+    let channel = earmark::client::connect(&server_url, None).await.unwrap();
+    let mut client = earmark::client::screening(channel, None, CLIENT_MAX_MESSAGE).unwrap();
+    let r = screen(&mut client, allowed).await.unwrap();
+    assert_eq!(decision(&r), earmark::proto::Decision::Allow);
+
+    // A request in flight (metadata sent, audio held back), then SIGKILL.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(earmark::proto::ScreenRequest {
+        part: Some(earmark::proto::screen_request::Part::Metadata(metadata(
+            "late.ogg",
+            earmark::proto::Scope::AiTraining,
+        ))),
+    })
+    .await
+    .unwrap();
+    let mut in_flight_client = client.clone();
+    let in_flight = tokio::spawn(async move {
+        in_flight_client
+            .screen(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = server.wait();
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the killed request failed"
+    );
+    drop(tx);
+
+    // Restarted: the same submission again (a client retry) is not counted twice.
+    let (mut server, server_url) = spawn_server(&data.root, &url).await;
+    let channel = earmark::client::connect(&server_url, None).await.unwrap();
+    let mut client = earmark::client::screening(channel, None, CLIENT_MAX_MESSAGE).unwrap();
+    let r = screen(&mut client, allowed).await.unwrap();
+    assert_eq!(decision(&r), earmark::proto::Decision::Allow);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+
+    let (totals, report) = tokio::task::spawn_blocking(move || {
+        let registry = Registry::open_at(&location, dir.path()).unwrap();
+        (
+            registry.ledger_totals(None, None).unwrap(),
+            registry.verify_audit().unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!totals.is_empty(), "the allowed use was recorded");
+    for t in &totals {
+        assert_eq!(
+            (t.attributions, t.submissions),
+            (1, 1),
+            "{}: one submission, one ledger row",
+            t.work_id
+        );
+    }
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
