@@ -24,9 +24,11 @@ if [ -z "$(pg_bin)" ]; then
   # the tests start their own.
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO mkdir -p /etc/postgresql-common
-  grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf ||
-    echo 'create_main_cluster = false' | $SUDO tee -a /etc/postgresql-common/createcluster.conf >/dev/null
+  # (createcluster.conf includes this directory last; the package replaces
+  # createcluster.conf itself.)
+  $SUDO mkdir -p /etc/postgresql-common/createcluster.d
+  echo 'create_main_cluster = false' |
+    $SUDO tee /etc/postgresql-common/createcluster.d/earmark.conf >/dev/null
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
