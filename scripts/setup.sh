@@ -5,6 +5,8 @@
 #   ffmpeg sox espeak-ng   make the evaluation queries (degradations, speech negatives)
 #   chromium, node + playwright-core (npm, tests/browser)   open the HTML report
 #              in a headless browser (tests/report_html.rs, scripts/report-bench.sh)
+#   postgresql (server binaries only; no cluster is created or started)   the
+#              registry tests on PostgreSQL start their own throwaway cluster
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -15,6 +17,19 @@ command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+pg_bin() { ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | head -1; }
+if [ -z "$(pg_bin)" ]; then
+  need+=(postgresql)
+  # Debian's package creates and starts a "main" cluster unless told not to;
+  # the tests start their own.
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  # (createcluster.conf includes this directory last; the package replaces
+  # createcluster.conf itself.)
+  $SUDO mkdir -p /etc/postgresql-common/createcluster.d
+  echo 'create_main_cluster = false' |
+    $SUDO tee /etc/postgresql-common/createcluster.d/earmark.conf >/dev/null
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   SUDO=""

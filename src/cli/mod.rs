@@ -46,6 +46,11 @@ pub struct Cli {
     /// Data directory (index + registry).
     #[arg(long, global = true, env = "EARMARK_DATA", default_value = crate::data_dir::DEFAULT_DATA_DIR)]
     pub data: PathBuf,
+    /// Registry location: `sqlite` (the data directory's registry.sqlite, the
+    /// default) or a PostgreSQL URL (`postgres://user@host:5432/earmark`,
+    /// `?sslmode=require` for TLS) shared by service replicas.
+    #[arg(long, global = true, env = crate::registry::REGISTRY_ENV, default_value = "sqlite")]
+    pub registry: String,
     /// More logging (-v info, -vv debug); or set EARMARK_LOG.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -297,7 +302,9 @@ fn init_logging(verbose: u8, server: bool) {
 }
 
 fn run(cli: Cli) -> Result<u8> {
-    let data = DataDir::new(&cli.data);
+    let location = crate::registry::RegistryLocation::parse(&cli.registry)
+        .map_err(crate::error::EngineError::from)?;
+    let data = DataDir::new(&cli.data).with_registry(location);
     match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Works(cmd) => works::run(&data, cmd),

@@ -18,12 +18,12 @@
 
 use std::io::Write;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::Registry;
+use super::db::{Db, DbError, values};
 use super::error::{DbContext, RegistryError, Result};
 use super::model::{from_db_time, to_db_time};
 
@@ -159,20 +159,19 @@ fn entry_hash(
 
 /// Appends an entry; call inside the transaction of the change it records.
 pub(crate) fn append(
-    conn: &Connection,
+    db: &mut dyn Db,
     at: OffsetDateTime,
     actor: &str,
     action: AuditAction,
     subject: &str,
     details: serde_json::Value,
 ) -> Result<AuditEntry> {
-    let last: Option<(i64, String)> = conn
-        .query_row(
+    let last: Option<(i64, String)> = db
+        .query_opt(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            &[],
         )
-        .optional()
+        .and_then(|row| row.map(|r| Ok((r.get(0)?, r.get(1)?))).transpose())
         .db(|| "reading the audit log head".into())?;
     let (seq, prev_hash) = match last {
         Some((seq, hash)) => (seq + 1, hash),
@@ -189,18 +188,18 @@ pub(crate) fn append(
         &details_s,
         &prev_hash,
     );
-    conn.execute(
+    db.execute(
         "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+        &values![
             seq,
-            at_s,
+            &at_s,
             actor,
             action.as_str(),
             subject,
-            details_s,
-            prev_hash,
-            hash
+            &details_s,
+            &prev_hash,
+            &hash
         ],
     )
     .db(|| format!("appending audit entry {seq} ({})", action.as_str()))?;
@@ -216,24 +215,25 @@ pub(crate) fn append(
     })
 }
 
-fn read_raw(conn: &Connection) -> Result<Vec<RawEntry>> {
-    let mut stmt = conn
-        .prepare("SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit_log ORDER BY seq")
+fn read_raw(db: &mut dyn Db) -> Result<Vec<RawEntry>> {
+    let rows = db
+        .query("SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit_log ORDER BY seq", &[])
         .db(|| "reading the audit log".into())?;
-    stmt.query_map([], |r| {
-        Ok(RawEntry {
-            seq: r.get(0)?,
-            at: r.get(1)?,
-            actor: r.get(2)?,
-            action: r.get(3)?,
-            subject: r.get(4)?,
-            details: r.get(5)?,
-            prev_hash: r.get(6)?,
-            hash: r.get(7)?,
+    rows.iter()
+        .map(|r| {
+            Ok(RawEntry {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                subject: r.get(4)?,
+                details: r.get(5)?,
+                prev_hash: r.get(6)?,
+                hash: r.get(7)?,
+            })
         })
-    })
-    .and_then(|rows| rows.collect())
-    .db(|| "reading the audit log".into())
+        .collect::<std::result::Result<_, DbError>>()
+        .db(|| "reading the audit log".into())
 }
 
 /// Checks a stored log; pure so it can be tested on hand-made rows.

@@ -38,12 +38,12 @@
 
 use std::cmp::Ordering;
 
-use rusqlite::{Connection, Row, params};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Registry;
 use super::audit::{self, AuditAction};
+use super::db::{Db, DbError, DbRow, values};
 use super::error::{DbContext, RegistryError, Result, invalid};
 use super::ids::{Territory, WorkId};
 use super::model::{
@@ -343,7 +343,7 @@ fn optional_text(field: &'static str, value: Option<&str>) -> Result<Option<Stri
 /// Inserts a statement for registration `reg_no` and audits it
 /// (`consent-recorded`, details = the full record). Call inside a transaction.
 pub(crate) fn insert_audited(
-    conn: &Connection,
+    db: &mut dyn Db,
     reg_no: i64,
     work_id: &WorkId,
     c: &NewConsent,
@@ -353,28 +353,29 @@ pub(crate) fn insert_audited(
     let c = validate(c)?;
     let territory = c.territory.clone().unwrap_or_else(Territory::world);
     let until = c.effective_until.map(to_db_time).transpose()?;
-    conn.execute(
+    let id: i64 = db.query_one(
         "INSERT INTO consent_records (reg_no, scope, status, effective_from, effective_until, territory, \
          asserted_by, asserted_at, source, policy_ref, terms, recorded_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
+        &values![
             reg_no,
             c.scope.as_str(),
             c.status.as_str(),
             to_db_time(c.effective_from)?,
             until,
             territory.as_str(),
-            c.asserted_by,
+            &c.asserted_by,
             to_db_time(c.asserted_at)?,
             c.source.as_str(),
-            c.policy_ref,
-            c.terms,
+            c.policy_ref.as_deref(),
+            c.terms.as_deref(),
             to_db_time(now)?,
         ],
     )
+    .and_then(|r| r.get(0))
     .db(|| format!("recording consent for work '{work_id}'"))?;
     let record = ConsentRecord {
-        id: conn.last_insert_rowid(),
+        id,
         work_id: work_id.clone(),
         scope: c.scope,
         status: c.status,
@@ -393,7 +394,7 @@ pub(crate) fn insert_audited(
         source,
     })?;
     audit::append(
-        conn,
+        db,
         now,
         actor,
         AuditAction::ConsentRecorded,
@@ -404,17 +405,18 @@ pub(crate) fn insert_audited(
 }
 
 /// All records of registration `reg_no`, oldest first.
-fn records_for(conn: &Connection, reg_no: i64, work_id: &WorkId) -> Result<Vec<ConsentRecord>> {
+fn records_for(db: &mut dyn Db, reg_no: i64, work_id: &WorkId) -> Result<Vec<ConsentRecord>> {
     let sql = format!(
         "SELECT {CONSENT_COLUMNS} FROM consent_records c JOIN works w ON w.reg_no = c.reg_no \
          WHERE c.reg_no = ?1 ORDER BY c.id"
     );
-    let mut stmt = conn
-        .prepare(&sql)
-        .db(|| format!("reading consent of '{work_id}'"))?;
-    let raws = stmt
-        .query_map([reg_no], RawConsent::from_row)
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+    let raws = db
+        .query(&sql, &values![reg_no])
+        .and_then(|rows| {
+            rows.iter()
+                .map(RawConsent::from_row)
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })
         .db(|| format!("reading consent of '{work_id}'"))?;
     raws.into_iter().map(RawConsent::into_record).collect()
 }
@@ -439,7 +441,10 @@ impl Registry {
     /// Every statement recorded for the work's current registration, oldest first.
     pub fn consent_history(&self, work_id: &str) -> Result<Vec<ConsentRecord>> {
         let id = WorkId::parse(work_id)?;
-        self.read(|conn| records_for(conn, require_reg_no(conn, &id)?, &id))
+        self.read(|db| {
+            let reg_no = require_reg_no(db, &id)?;
+            records_for(db, reg_no, &id)
+        })
     }
 
     /// The consent in force for `scope` at `at` (see the module docs);
@@ -452,8 +457,9 @@ impl Registry {
         territory: Option<&Territory>,
     ) -> Result<EffectiveConsent> {
         let id = WorkId::parse(work_id)?;
-        self.read(|conn| {
-            let records = records_for(conn, require_reg_no(conn, &id)?, &id)?;
+        self.read(|db| {
+            let reg_no = require_reg_no(db, &id)?;
+            let records = records_for(db, reg_no, &id)?;
             Ok(resolve(&records, scope, at, territory))
         })
     }
@@ -468,14 +474,14 @@ impl Registry {
         territory: Option<&Territory>,
     ) -> Result<Option<(Work, EffectiveConsent)>> {
         let id = WorkId::parse(work_id)?;
-        self.read(|conn| {
-            let reg_no = match require_reg_no(conn, &id) {
+        self.read(|db| {
+            let reg_no = match require_reg_no(db, &id) {
                 Ok(n) => n,
                 Err(RegistryError::WorkNotFound { .. }) => return Ok(None),
                 Err(e) => return Err(e),
             };
-            let work = work_by_reg_no(conn, reg_no)?;
-            let records = records_for(conn, reg_no, &id)?;
+            let work = work_by_reg_no(db, reg_no)?;
+            let records = records_for(db, reg_no, &id)?;
             Ok(Some((work, resolve(&records, scope, at, territory))))
         })
     }
@@ -499,7 +505,7 @@ struct RawConsent {
 }
 
 impl RawConsent {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+    fn from_row(r: &DbRow) -> std::result::Result<Self, DbError> {
         Ok(Self {
             id: r.get(0)?,
             work_id: r.get(1)?,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use super::db::DbError;
 use super::ids::IdError;
 use super::model::{ParseEnumError, TimeError};
 
@@ -47,13 +48,14 @@ pub enum RegistryError {
     },
     #[error("no registry at {path} (register works first)")]
     Missing { path: PathBuf },
+    #[error("cannot connect to the registry database {target}: {source}")]
+    Connect { target: String, source: DbError },
+    #[error("invalid registry location '{location}': {reason}")]
+    Location { location: String, reason: String },
     #[error("migrating the registry schema to version {version}: {source}")]
-    Migration {
-        version: i64,
-        source: rusqlite::Error,
-    },
+    Migration { version: i64, source: DbError },
     #[error("registry database error while {op}: {source}")]
-    Db { op: String, source: rusqlite::Error },
+    Db { op: String, source: DbError },
     #[error(transparent)]
     Id(#[from] IdError),
     #[error(transparent)]
@@ -94,14 +96,42 @@ pub enum RegistryError {
 /// Shorthand result type.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
-/// Attaches an operation description to SQLite errors.
+/// Attaches an operation description to database errors.
 pub(crate) trait DbContext<T> {
     fn db(self, op: impl FnOnce() -> String) -> Result<T>;
 }
 
-impl<T> DbContext<T> for rusqlite::Result<T> {
+impl<T> DbContext<T> for std::result::Result<T, DbError> {
     fn db(self, op: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|source| RegistryError::Db { op: op(), source })
+    }
+}
+
+impl<T> DbContext<T> for rusqlite::Result<T> {
+    fn db(self, op: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| RegistryError::Db {
+            op: op(),
+            source: source.into(),
+        })
+    }
+}
+
+impl RegistryError {
+    /// Whether the registry database could not be reached (the server is
+    /// down or the connection broke): retry later; nothing is wrong with the
+    /// request or the data.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            RegistryError::Db { source, .. }
+            | RegistryError::Connect { source, .. }
+            | RegistryError::Migration { source, .. } => source.is_unreachable(),
+            _ => false,
+        }
+    }
+
+    /// Whether another writer held a lock too long (retry later).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, RegistryError::Db { source, .. } if source.is_busy())
     }
 }
 

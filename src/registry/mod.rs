@@ -1,9 +1,13 @@
 //! # The registry: works, consent, audit log, attribution ledger, API keys
 //!
 //! The registry is the source of truth for *what is registered* and *what its
-//! rights holders said*. It is an embedded SQLite database (`registry.sqlite` in
-//! the data directory) opened in WAL mode with foreign keys enforced; the schema
-//! is versioned with `PRAGMA user_version` (see [`schema`]).
+//! rights holders said*. By default it is an embedded SQLite database
+//! (`registry.sqlite` in the data directory) opened in WAL mode with foreign
+//! keys enforced; the schema is versioned with `PRAGMA user_version` (see
+//! [`schema`]). With the `postgres` feature it can instead live on a
+//! PostgreSQL server shared by several service replicas
+//! ([`RegistryLocation::Postgres`]): the same schema, the same statements
+//! ([`db`]) and the same behaviour.
 //!
 //! ## Invariants
 //! * **One transaction per change, audit entry included.** Every mutating method
@@ -18,16 +22,22 @@
 //!
 //! A [`Registry`] is `Send + Sync`: the connection sits behind a mutex, so the
 //! engine and a service can share one instance. Several processes may open the
-//! same database; SQLite's locking and a busy timeout serialise writers.
+//! same database. On SQLite, its locking and a busy timeout serialise writers;
+//! on PostgreSQL every write transaction first takes one transaction-scoped
+//! advisory lock ([`postgres::WRITE_LOCK`]), so writes from all replicas are
+//! serialised the same way and the audit chain never forks.
 
 pub mod audit;
 pub mod catalog;
 pub mod consent;
+pub(crate) mod db;
 mod error;
 pub mod ids;
 pub mod keys;
 pub mod ledger;
 pub mod model;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod rows;
 pub mod schema;
 mod works;
@@ -36,11 +46,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use time::OffsetDateTime;
+
+use db::{Db, SqliteDb};
 
 pub use audit::{AuditEntry, AuditProblem, AuditReport};
 pub use consent::{EffectiveConsent, EffectiveStatus};
+pub use db::{Backend, DbError};
 pub use error::{RegistryError, Result};
 pub use ids::{IdError, Isni, Isrc, Iswc, Territory, WorkId};
 pub use keys::{KeyInfo, Role};
@@ -60,9 +73,80 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Source of "now" for timestamps the registry assigns (created_at, audit `at`).
 pub type Clock = Box<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
+/// Environment variable naming the registry (`postgres://…`), as `--registry`.
+pub const REGISTRY_ENV: &str = "EARMARK_REGISTRY";
+
+/// Where the registry lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RegistryLocation {
+    /// `registry.sqlite` in the data directory (the default).
+    DataDir,
+    /// A PostgreSQL database, as a `postgres://` or `postgresql://` URL
+    /// (libpq's connection URI: user, password, host, port, database and
+    /// parameters such as `sslmode=require`).
+    Postgres(String),
+}
+
+impl RegistryLocation {
+    /// Parses `--registry`: a PostgreSQL URL, or `sqlite` (or empty) for the
+    /// data directory's database.
+    pub fn parse(text: &str) -> Result<Self> {
+        let text = text.trim();
+        if text.is_empty() || text.eq_ignore_ascii_case("sqlite") {
+            return Ok(RegistryLocation::DataDir);
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(RegistryLocation::Postgres(text.to_owned()));
+        }
+        Err(RegistryError::Location {
+            location: redact(text),
+            reason: "expected a postgres:// or postgresql:// URL, or `sqlite`".into(),
+        })
+    }
+}
+
+/// A location without its password (for messages and logs).
+fn redact(text: &str) -> String {
+    match text.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}@{host}")
+            }
+            None => text.to_owned(),
+        },
+        None => text.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for RegistryLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryLocation::DataDir => f.write_str("DataDir"),
+            RegistryLocation::Postgres(url) => write!(f, "Postgres({})", redact(url)),
+        }
+    }
+}
+
+impl std::fmt::Display for RegistryLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryLocation::DataDir => f.write_str(REGISTRY_FILE),
+            RegistryLocation::Postgres(url) => f.write_str(&redact(url)),
+        }
+    }
+}
+
+/// The connection of a registry.
+enum Conn {
+    Sqlite(Connection),
+    #[cfg(feature = "postgres")]
+    Postgres(Box<postgres::PgConnection>),
+}
+
 /// Handle on the registry database.
 pub struct Registry {
-    conn: Mutex<Connection>,
+    conn: Mutex<Conn>,
     path: PathBuf,
     clock: Clock,
 }
@@ -133,9 +217,60 @@ impl Registry {
             .map_err(open_err)?;
         schema::migrate(&mut conn)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Conn::Sqlite(conn)),
             path,
             clock,
+        })
+    }
+
+    /// Opens the registry at `location`: the data directory's SQLite
+    /// database, or a PostgreSQL database (created schema and migrations
+    /// included). PostgreSQL needs the `postgres` feature.
+    pub fn open_at(location: &RegistryLocation, data_dir: &Path) -> Result<Self> {
+        Self::open_at_with_clock(location, data_dir, Box::new(OffsetDateTime::now_utc))
+    }
+
+    /// Like [`Registry::open_at`] with an injected clock.
+    pub fn open_at_with_clock(
+        location: &RegistryLocation,
+        data_dir: &Path,
+        clock: Clock,
+    ) -> Result<Self> {
+        match location {
+            RegistryLocation::DataDir => Self::open_with_clock(data_dir, clock),
+            #[cfg(feature = "postgres")]
+            RegistryLocation::Postgres(url) => {
+                let conn = postgres::PgConnection::connect(url)?;
+                Ok(Self {
+                    path: PathBuf::from(redact(url)),
+                    conn: Mutex::new(Conn::Postgres(Box::new(conn))),
+                    clock,
+                })
+            }
+            #[cfg(not(feature = "postgres"))]
+            RegistryLocation::Postgres(url) => Err(RegistryError::Location {
+                location: redact(url),
+                reason: "this build has no PostgreSQL support (cargo feature `postgres`)".into(),
+            }),
+        }
+    }
+
+    /// Which engine holds this registry.
+    pub fn backend(&self) -> Backend {
+        match &*self.lock() {
+            Conn::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Checks that the database answers (health checks); reconnects a
+    /// PostgreSQL registry whose connection broke.
+    pub fn ping(&self) -> Result<()> {
+        self.read(|db| {
+            db.query_one("SELECT 1", &[])
+                .db(|| "checking the registry connection".into())?;
+            Ok(())
         })
     }
 
@@ -172,13 +307,13 @@ impl Registry {
             });
         }
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Conn::Sqlite(conn)),
             path,
             clock: Box::new(OffsetDateTime::now_utc),
         })
     }
 
-    /// Path of the database file.
+    /// Path of the database file (for PostgreSQL, its URL without password).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -188,7 +323,7 @@ impl Registry {
         model::normalize_time((self.clock)())
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn lock(&self) -> MutexGuard<'_, Conn> {
         // A panic while holding the lock leaves no open transaction behind (the
         // transaction rolls back on drop), so the connection is still usable.
         self.conn
@@ -197,25 +332,60 @@ impl Registry {
     }
 
     /// Runs `f` on the connection (reads).
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        f(&self.lock())
+    fn read<T: Send>(&self, f: impl Fn(&mut dyn Db) -> Result<T> + Sync) -> Result<T> {
+        match &mut *self.lock() {
+            Conn::Sqlite(conn) => f(&mut SqliteDb(conn)),
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(pg) => pg.read(f),
+        }
     }
 
-    /// Runs `f` in one immediate transaction and commits it if `f` succeeds.
-    fn write<T>(&self, op: &str, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .db(|| format!("starting a transaction for {op}"))?;
-        let value = f(&tx)?;
-        tx.commit().db(|| format!("committing {op}"))?;
-        Ok(value)
+    /// Runs `f` in one write transaction and commits it if `f` succeeds:
+    /// SQLite's `BEGIN IMMEDIATE`, or on PostgreSQL a transaction that first
+    /// takes the registry's write lock.
+    fn write<T: Send>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&mut dyn Db) -> Result<T> + Send,
+    ) -> Result<T> {
+        match &mut *self.lock() {
+            Conn::Sqlite(conn) => {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .db(|| format!("starting a transaction for {op}"))?;
+                let value = f(&mut SqliteDb(&tx))?;
+                tx.commit().db(|| format!("committing {op}"))?;
+                Ok(value)
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(pg) => pg.write(op, true, f),
+        }
     }
 
-    /// Raw connection access for tests that tamper with the database.
+    /// Like [`Registry::write`] for changes that append no audit entry and
+    /// are safe under concurrent writers by themselves (the ledger's
+    /// insert-or-ignore): PostgreSQL does not take the write lock.
+    fn write_unserialised<T: Send>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&mut dyn Db) -> Result<T> + Send,
+    ) -> Result<T> {
+        #[cfg(feature = "postgres")]
+        if let Conn::Postgres(pg) = &mut *self.lock() {
+            return pg.write(op, false, f);
+        }
+        self.write(op, f)
+    }
+
+    /// Raw connection access for tests that tamper with the database
+    /// (SQLite registries only).
     #[cfg(test)]
     pub(crate) fn with_raw_connection<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
-        f(&self.lock())
+        match &*self.lock() {
+            Conn::Sqlite(conn) => f(conn),
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(_) => panic!("raw SQLite access on a PostgreSQL registry"),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Row helpers shared by the registry's tables: looking a work up by id or
 //! registration number, and the text and actor checks every write applies.
 
-use rusqlite::{Connection, OptionalExtension, Row};
+use super::db::{Db, DbError, DbRow, values};
 
 use super::error::{DbContext, RegistryError, Result, invalid};
 use super::ids::{Isni, Isrc, Iswc, WorkId};
@@ -14,13 +14,12 @@ pub(crate) const WORK_COLUMNS: &str = "id, title, artists, isrc, iswc, holder, h
      fingerprint_config, audio_sha256, source_file, created_at, updated_at";
 
 /// Registration number of the active work `id`, or `WorkNotFound`.
-pub(crate) fn require_reg_no(conn: &Connection, id: &WorkId) -> Result<i64> {
-    conn.query_row(
+pub(crate) fn require_reg_no(db: &mut dyn Db, id: &WorkId) -> Result<i64> {
+    db.query_opt(
         "SELECT reg_no FROM works WHERE id = ?1 AND removed_at IS NULL",
-        [id.as_str()],
-        |r| r.get(0),
+        &values![id.as_str()],
     )
-    .optional()
+    .and_then(|row| row.map(|r| r.get(0)).transpose())
     .db(|| format!("looking up work '{id}'"))?
     .ok_or_else(|| RegistryError::WorkNotFound { id: id.to_string() })
 }
@@ -70,7 +69,7 @@ pub(crate) struct RawWork {
 }
 
 impl RawWork {
-    pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+    pub(crate) fn from_row(r: &DbRow) -> std::result::Result<Self, DbError> {
         Ok(Self {
             id: r.get(0)?,
             title: r.get(1)?,
@@ -133,9 +132,10 @@ impl RawWork {
 }
 
 /// Looks up the descriptive fields of a registration (ledger, evidence).
-pub(crate) fn work_by_reg_no(conn: &Connection, reg_no: i64) -> Result<Work> {
+pub(crate) fn work_by_reg_no(db: &mut dyn Db, reg_no: i64) -> Result<Work> {
     let sql = format!("SELECT {WORK_COLUMNS} FROM works WHERE reg_no = ?1");
-    conn.query_row(&sql, [reg_no], RawWork::from_row)
+    db.query_one(&sql, &values![reg_no])
+        .and_then(|r| RawWork::from_row(&r))
         .db(|| format!("reading registration #{reg_no}"))?
         .into_work()
 }

@@ -148,7 +148,10 @@ CREATE TABLE api_keys (
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let found: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|source| RegistryError::Migration { version: 0, source })?;
+        .map_err(|source| RegistryError::Migration {
+            version: 0,
+            source: source.into(),
+        })?;
     let supported = current_version();
     if found > supported {
         return Err(RegistryError::SchemaTooNew { found, supported });
@@ -159,7 +162,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         .skip(usize::try_from(found).unwrap_or(0))
     {
         let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
-        let fail = |source| RegistryError::Migration { version, source };
+        let fail = |source: rusqlite::Error| RegistryError::Migration {
+            version,
+            source: source.into(),
+        };
         let tx = conn.transaction().map_err(fail)?;
         tx.execute_batch(sql).map_err(fail)?;
         tx.pragma_update(None, "user_version", version)

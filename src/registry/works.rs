@@ -5,12 +5,12 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 use super::Registry;
 use super::audit::{self, AuditAction};
 use super::consent;
+use super::db::{Db, values};
 use super::error::{DbContext, RegistryError, Result, invalid};
 use super::ids::{Isni, Isrc, Iswc, WorkId};
 use super::model::{NewConsent, NewWork, Work, to_db_time};
@@ -106,7 +106,7 @@ impl Registry {
             let reg_no = require_reg_no(tx, &id)?;
             tx.execute(
                 "UPDATE works SET removed_at = ?1, removed_by = ?2, updated_at = ?1 WHERE reg_no = ?3",
-                params![now_s, actor, reg_no],
+                &values![&now_s, actor, reg_no],
             )
             .db(|| format!("removing work '{id}'"))?;
             audit::append(tx, now, actor, AuditAction::WorkRemoved, id.as_str(), json!({ "reg_no": reg_no }))?;
@@ -117,12 +117,12 @@ impl Registry {
     /// The registered work with this id, if any.
     pub fn get_work(&self, id: &str) -> Result<Option<Work>> {
         let id = WorkId::parse(id)?;
-        self.read(|conn| {
+        self.read(|db| {
             let sql =
                 format!("SELECT {WORK_COLUMNS} FROM works WHERE id = ?1 AND removed_at IS NULL");
-            let raw = conn
-                .query_row(&sql, [id.as_str()], RawWork::from_row)
-                .optional()
+            let raw = db
+                .query_opt(&sql, &values![id.as_str()])
+                .and_then(|row| row.as_ref().map(RawWork::from_row).transpose())
                 .db(|| format!("reading work '{id}'"))?;
             raw.map(RawWork::into_work).transpose()
         })
@@ -132,14 +132,13 @@ impl Registry {
     pub fn list_works(&self, offset: usize, limit: usize) -> Result<Vec<Work>> {
         let limit = i64::try_from(limit.min(MAX_PAGE)).unwrap_or(0);
         let offset = i64::try_from(offset).map_err(|_| invalid("offset", "too large"))?;
-        self.read(|conn| {
+        self.read(|db| {
             let sql = format!(
                 "SELECT {WORK_COLUMNS} FROM works WHERE removed_at IS NULL ORDER BY id LIMIT ?1 OFFSET ?2"
             );
-            let mut stmt = conn.prepare(&sql).db(|| "listing works".into())?;
-            let raws = stmt
-                .query_map(params![limit, offset], RawWork::from_row)
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            let raws = db
+                .query(&sql, &values![limit, offset])
+                .and_then(|rows| rows.iter().map(RawWork::from_row).collect::<Result<Vec<_>, _>>())
                 .db(|| "listing works".into())?;
             raws.into_iter().map(RawWork::into_work).collect()
         })
@@ -147,13 +146,10 @@ impl Registry {
 
     /// Number of registered works.
     pub fn count_works(&self) -> Result<usize> {
-        self.read(|conn| {
-            let n: i64 = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM works WHERE removed_at IS NULL",
-                    [],
-                    |r| r.get(0),
-                )
+        self.read(|db| {
+            let n: i64 = db
+                .query_one("SELECT COUNT(*) FROM works WHERE removed_at IS NULL", &[])
+                .and_then(|r| r.get(0))
                 .db(|| "counting works".into())?;
             Ok(usize::try_from(n).unwrap_or(0))
         })
@@ -161,12 +157,9 @@ impl Registry {
 
     /// Ids of all registered works (the engine reconciles the index against it).
     pub fn work_ids(&self) -> Result<HashSet<String>> {
-        self.read(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT id FROM works WHERE removed_at IS NULL")
-                .db(|| "listing work ids".into())?;
-            stmt.query_map([], |r| r.get::<_, String>(0))
-                .and_then(|rows| rows.collect())
+        self.read(|db| {
+            db.query("SELECT id FROM works WHERE removed_at IS NULL", &[])
+                .and_then(|rows| rows.iter().map(|r| r.get::<String>(0)).collect())
                 .db(|| "listing work ids".into())
         })
     }
@@ -174,14 +167,13 @@ impl Registry {
     /// Whether `id` is registered, and if so whether with the same reference audio.
     pub fn existing_work(&self, id: &str, audio_sha256: &str) -> Result<ExistingWork> {
         let id = WorkId::parse(id)?;
-        self.read(|conn| {
-            let registered: Option<String> = conn
-                .query_row(
+        self.read(|db| {
+            let registered: Option<String> = db
+                .query_opt(
                     "SELECT audio_sha256 FROM works WHERE id = ?1 AND removed_at IS NULL",
-                    [id.as_str()],
-                    |r| r.get(0),
+                    &values![id.as_str()],
                 )
-                .optional()
+                .and_then(|row| row.map(|r| r.get(0)).transpose())
                 .db(|| format!("looking up work '{id}'"))?;
             Ok(match registered {
                 None => ExistingWork::NotRegistered,
@@ -208,43 +200,42 @@ impl Registry {
     }
 }
 
-fn active_created_at(conn: &Connection, id: &WorkId) -> Result<Option<String>> {
-    conn.query_row(
+fn active_created_at(db: &mut dyn Db, id: &WorkId) -> Result<Option<String>> {
+    db.query_opt(
         "SELECT created_at FROM works WHERE id = ?1 AND removed_at IS NULL",
-        [id.as_str()],
-        |r| r.get(0),
+        &values![id.as_str()],
     )
-    .optional()
+    .and_then(|row| row.map(|r| r.get(0)).transpose())
     .db(|| format!("looking up work '{id}'"))
 }
 
-fn insert_work(conn: &Connection, w: &NewWork, now: &str) -> Result<i64> {
+fn insert_work(db: &mut dyn Db, w: &NewWork, now: &str) -> Result<i64> {
     let artists = serde_json::to_string(&w.artists).map_err(|source| RegistryError::Json {
         what: "artists",
         source,
     })?;
     let r = &w.reference;
-    conn.execute(
+    db.query_one(
         "INSERT INTO works (id, title, artists, isrc, iswc, holder, holder_isni, duration_s, \
          fingerprint_config, audio_sha256, source_file, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
-        params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12) RETURNING reg_no",
+        &values![
             w.id.as_str(),
-            w.title,
+            &w.title,
             artists,
             w.isrc.as_ref().map(Isrc::as_str),
             w.iswc.as_ref().map(Iswc::as_str),
-            w.holder,
+            &w.holder,
             w.holder_isni.as_ref().map(Isni::as_str),
             r.duration_s,
-            r.fingerprint_config,
-            r.audio_sha256,
-            r.source_file,
+            &r.fingerprint_config,
+            &r.audio_sha256,
+            &r.source_file,
             now,
         ],
     )
-    .db(|| format!("inserting work '{}'", w.id))?;
-    Ok(conn.last_insert_rowid())
+    .and_then(|r| r.get(0))
+    .db(|| format!("inserting work '{}'", w.id))
 }
 
 /// Trims and checks free-text fields and the reference summary.

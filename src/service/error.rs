@@ -369,18 +369,12 @@ fn classify_registry(r: &RegistryError) -> Class {
         RegistryError::Time(e) => {
             Class::new(Code::InvalidArgument, "INVALID_TIME").field("time", e.to_string())
         }
-        RegistryError::Db { source, .. } if is_busy(source) => {
-            Class::new(Code::Unavailable, "REGISTRY_BUSY").retry(RETRY_LOCKED)
+        e if e.is_busy() => Class::new(Code::Unavailable, "REGISTRY_BUSY").retry(RETRY_LOCKED),
+        e if e.is_unavailable() => {
+            Class::new(Code::Unavailable, "REGISTRY_UNAVAILABLE").retry(RETRY_LOCKED)
         }
         _ => Class::internal(),
     }
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
 }
 
 #[cfg(test)]

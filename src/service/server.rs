@@ -341,6 +341,7 @@ async fn open_when_possible(
                 }
                 set_health(&reporter, ServingStatus::Serving).await;
                 metrics::ready(true);
+                watch_registry(shared, reporter, retry, stop).await;
                 return;
             }
             Err(err) => {
@@ -351,6 +352,50 @@ async fn open_when_possible(
         tokio::select! {
             () = tokio::time::sleep(retry) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// While serving, checks every `every` that the registry database answers:
+/// health goes NOT_SERVING while it does not (a PostgreSQL server down or
+/// unreachable; calls that need it fail with `UNAVAILABLE`), and SERVING
+/// again once it does. Ends when the server stops.
+async fn watch_registry(
+    shared: Arc<Shared>,
+    reporter: HealthReporter,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Ok(ready) = shared.ready() else {
+            continue;
+        };
+        let checked = tokio::task::spawn_blocking(move || ready.reader.ping())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if *stop.borrow() {
+            return;
+        }
+        match checked {
+            Ok(()) if !serving => {
+                tracing::info!("registry database reachable again: SERVING");
+                set_health(&reporter, ServingStatus::Serving).await;
+                metrics::ready(true);
+                serving = true;
+            }
+            Err(error) if serving => {
+                tracing::error!(%error, "registry database unreachable: NOT_SERVING");
+                set_health(&reporter, ServingStatus::NotServing).await;
+                metrics::ready(false);
+                serving = false;
+            }
+            _ => {}
         }
     }
 }

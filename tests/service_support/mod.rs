@@ -77,7 +77,11 @@ pub fn default_seeds() -> Vec<Seed> {
 
 /// Registers `seeds` into a new data directory (no server running).
 pub fn seed(dir: &Path, seeds: &[Seed]) -> DataDir {
-    let data = DataDir::new(dir);
+    seed_into(DataDir::new(dir), seeds)
+}
+
+/// Registers `seeds` into `data` (its registry where `data` says).
+pub fn seed_into(data: DataDir, seeds: &[Seed]) -> DataDir {
     let catalog = Catalog::open(&data).expect("open catalog");
     for s in seeds {
         let path = audio(&format!("refs/{}.ogg", s.id));
@@ -113,7 +117,7 @@ pub fn seed(dir: &Path, seeds: &[Seed]) -> DataDir {
 
 /// Creates an API key directly in the registry.
 pub fn key(data: &DataDir, role: Role, holder: Option<&str>) -> String {
-    let registry = Registry::open(&data.root).expect("registry");
+    let registry = Registry::open_at(&data.registry, &data.root).expect("registry");
     registry
         .create_key(role, holder, "test")
         .expect("create key")

@@ -203,6 +203,9 @@ fn works_list_and_show() {
 
 #[test]
 fn audit_verify_and_export() {
+    if crate::registry::test_support::sqlite_only("audit_verify_and_export") {
+        return;
+    }
     let (dir, reg) = open_temp();
     reg.add_work(sample_work("w1"), &[], "admin").unwrap();
     let (code, out) = run(&reg, &["audit", "verify"]);

@@ -44,6 +44,9 @@ fn intact_log_verifies() {
 
 #[test]
 fn triggers_guard_the_log() {
+    if crate::registry::test_support::sqlite_only("triggers_guard_the_log") {
+        return;
+    }
     let (_dir, reg) = registry_with_entries(2);
     reg.with_raw_connection(|c| {
         assert!(
@@ -59,6 +62,9 @@ fn triggers_guard_the_log() {
 
 #[test]
 fn edited_details_are_reported_at_their_seq() {
+    if crate::registry::test_support::sqlite_only("edited_details_are_reported_at_their_seq") {
+        return;
+    }
     let (_dir, reg) = registry_with_entries(5);
     drop_guards(&reg);
     reg.with_raw_connection(|c| {
@@ -76,6 +82,9 @@ fn edited_details_are_reported_at_their_seq() {
 
 #[test]
 fn removed_entry_is_reported_as_missing() {
+    if crate::registry::test_support::sqlite_only("removed_entry_is_reported_as_missing") {
+        return;
+    }
     let (_dir, reg) = registry_with_entries(5);
     drop_guards(&reg);
     reg.with_raw_connection(|c| {
@@ -93,6 +102,9 @@ fn removed_entry_is_reported_as_missing() {
 
 #[test]
 fn removed_first_entry_is_reported() {
+    if crate::registry::test_support::sqlite_only("removed_first_entry_is_reported") {
+        return;
+    }
     let (_dir, reg) = registry_with_entries(3);
     drop_guards(&reg);
     reg.with_raw_connection(|c| {
@@ -104,6 +116,11 @@ fn removed_first_entry_is_reported() {
 
 #[test]
 fn swapped_entries_are_reported_from_the_first_moved_one() {
+    if crate::registry::test_support::sqlite_only(
+        "swapped_entries_are_reported_from_the_first_moved_one",
+    ) {
+        return;
+    }
     let (_dir, reg) = registry_with_entries(5);
     drop_guards(&reg);
     reg.with_raw_connection(|c| {
@@ -129,6 +146,10 @@ fn swapped_entries_are_reported_from_the_first_moved_one() {
 
 #[test]
 fn rebuilt_hash_without_relinking_breaks_the_chain() {
+    if crate::registry::test_support::sqlite_only("rebuilt_hash_without_relinking_breaks_the_chain")
+    {
+        return;
+    }
     // Someone edits entry 2 and recomputes its hash but not entry 3's prev_hash.
     let (_dir, reg) = registry_with_entries(4);
     drop_guards(&reg);

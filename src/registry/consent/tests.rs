@@ -498,6 +498,9 @@ fn invalid_statements_are_rejected() {
 
 #[test]
 fn consent_rows_cannot_be_updated_or_deleted() {
+    if crate::registry::test_support::sqlite_only("consent_rows_cannot_be_updated_or_deleted") {
+        return;
+    }
     let (_dir, reg) = open_temp();
     reg.add_work(
         sample_work("w1"),

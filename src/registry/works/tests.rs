@@ -154,6 +154,9 @@ fn initial_consents_and_import_runs_are_audited() {
 
 #[test]
 fn reopening_keeps_data_and_schema_version() {
+    if crate::registry::test_support::sqlite_only("reopening_keeps_data_and_schema_version") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     {
         let reg = Registry::open(dir.path()).unwrap();
