@@ -35,8 +35,8 @@
 //!    or a tempo/pitch change could push it across — the neighbouring bin is looked up
 //!    too). The query's prints are a superset of what the reference stored for the
 //!    same audio, and no extra index space is spent. Beyond ±15 % of speed or
-//!    tempo the query's peaks are also hashed under two warps ([`Warp`]), at the
-//!    reference's density; those prints carry their warp tag.
+//!    tempo the query's peaks are also hashed under two warps ([`Warp`]), more
+//!    sparsely than the reference; those prints carry their warp tag.
 //! 4. **Parallel blocks.** Long audio is cut into [`BLOCK_FRAMES`]-frame blocks with
 //!    enough context on both sides that every block yields exactly the prints the
 //!    whole signal would; rayon fingerprints the blocks in parallel.
