@@ -139,16 +139,6 @@ impl Warp {
         }
     }
 
-    /// The frequency shift (log bins) of the warp with tag `tag` (0: none).
-    pub fn shift_bins_of(tag: u8) -> f32 {
-        match tag.checked_sub(1) {
-            Some(k) => QUERY_WARPS
-                .get(usize::from(k))
-                .map_or(0.0, |w| w.shift_bins),
-            None => 0.0,
-        }
-    }
-
     fn apply(self, p: &Peak) -> Peak {
         Peak {
             t: p.t * self.time_scale,
