@@ -330,4 +330,20 @@ mod tests {
         let requests = file.requests(pb::Scope::AiTraining, "");
         assert_eq!(requests.len(), 3, "header, prints, peaks");
     }
+
+    #[test]
+    fn print_warps_default_to_unwarped_and_reject_unknown_tags() {
+        let batch = |warps: Vec<u32>| pb::PrintBatch {
+            hashes: vec![1, 2],
+            t_frames: vec![0, 5],
+            f_half_bins: vec![7, 9],
+            warps,
+        };
+        assert_eq!(print_warps(&batch(Vec::new())), Ok(vec![0, 0]));
+        let last = QUERY_WARPS.len() as u32;
+        assert_eq!(print_warps(&batch(vec![0, last])), Ok(vec![0, last as u8]));
+        let unknown = print_warps(&batch(vec![0, last + 1])).unwrap_err();
+        assert!(unknown.contains("warp"), "{unknown}");
+        assert!(print_warps(&batch(vec![0])).is_err(), "length mismatch");
+    }
 }
