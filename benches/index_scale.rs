@@ -1,10 +1,9 @@
 //! Index size and lookup latency as the catalog grows (10 h → 1000 h of references).
 //!
 //! Real reference fingerprints (the clips in `test-audio/refs`) are replicated under
-//! new work ids until the index holds the target hours. Each replica keeps the real
-//! print timing but has its hashes scrambled by a per-replica bijection, so the index has
-//! the posting-list load of a catalog of *different* recordings (identical copies
-//! would all collapse onto the same hashes); its stored peaks are the clip's own.
+//! new work ids until the index holds the target hours, as scrambled replicas
+//! ([`earmark::index::padding`]): the posting-list load of a catalog of
+//! *different* recordings; each replica's stored peaks are the clip's own.
 //! Queries are 10 s excerpts of the
 //! original clips; we time lookup + matching only, and report p50/p95/p99.
 //!
@@ -14,29 +13,14 @@ use std::path::Path;
 use std::time::Instant;
 
 use earmark::decode::{self, DecodeLimits};
-use earmark::fingerprint::{
-    Fingerprint, HASH_BITS, Print, SAMPLE_RATE_HZ, Side, fingerprint_samples,
-};
+use earmark::fingerprint::{Fingerprint, Print, SAMPLE_RATE_HZ, Side, fingerprint_samples};
+use earmark::index::padding::replica_prints;
 use earmark::index::segment::SegmentWork;
 use earmark::index::{Index, IndexWriter, NewWork};
 use earmark::matcher::{MatcherConfig, find_matches};
 
 const QUERIES: usize = 200;
 const QUERY_SECONDS: usize = 10;
-
-/// A per-replica bijection of the hash space (odd multiplier plus offset). An XOR
-/// mask would not do: a mask equal to the difference between a hash and one of
-/// its multi-probe neighbours makes the replica a near-copy of the real clip,
-/// found at the true alignment.
-fn scramble(hash: u32, replica: u64) -> u32 {
-    let mixed = replica
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        .rotate_left(17)
-        .wrapping_add(replica);
-    let multiplier = (mixed as u32) | 1;
-    let offset = (mixed >> 32) as u32;
-    hash.wrapping_mul(multiplier).wrapping_add(offset) & ((1 << HASH_BITS) - 1)
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -82,18 +66,7 @@ fn main() {
             .map(|w| {
                 let (_, fp, seconds) = &clips[w % clips.len()];
                 let replica = (w / clips.len()) as u64;
-                let prints = fp
-                    .prints
-                    .iter()
-                    .map(|p| Print {
-                        hash: if replica == 0 {
-                            p.hash
-                        } else {
-                            scramble(p.hash, replica)
-                        },
-                        ..*p
-                    })
-                    .collect();
+                let prints = replica_prints(&fp.prints, replica);
                 (
                     SegmentWork {
                         id: format!("w{w}"),

@@ -56,6 +56,15 @@ SCRIPT_DIR = os.path.dirname(os.path.abspath(__file__))
 
 WES_DIR = "usr/share/games/wesnoth/1.16/data/core/music"
 FOF_DIR = "usr/share/games/fretsonfire/data/songs"
+# The "unseen" part of the corpus (scripts/fetch-corpus.sh --unseen): music from
+# three more games, never used to tune earmark. family -> music directory.
+UNSEEN_DIRS = {
+    "colobot": "usr/share/games/colobot/music",
+    "freedroidrpg": "usr/share/freedroidrpg/data/sound/music",
+    "hedgewars": "usr/share/games/hedgewars/Data/Music",
+}
+UNSEEN_PACKAGES = {"colobot": "colobot-common-sounds", "freedroidrpg": "freedroidrpg-data",
+                   "hedgewars": "hedgewars-data"}
 
 SEMITONE = 2.0 ** (1.0 / 12.0)
 
@@ -157,9 +166,22 @@ def slug(s):
     return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-")
 
 
-def list_corpus(corpus):
+def list_corpus(corpus, part="main"):
     root = os.path.join(corpus, "root")
     tracks = []
+    if part == "unseen":
+        for fam, rel in sorted(UNSEEN_DIRS.items()):
+            d = os.path.join(root, rel)
+            if not os.path.isdir(d):
+                continue
+            for f in sorted(os.listdir(d)):
+                if f.endswith(".ogg"):
+                    stem = f[:-4]
+                    tracks.append(dict(path=os.path.join(d, f), package=UNSEEN_PACKAGES[fam],
+                                       work_id="%s-%s" % (fam, slug(stem)),
+                                       group="%s:%s" % (fam, slug(stem))))
+        tracks.sort(key=lambda t: t["path"])
+        return tracks
     wes = os.path.join(root, WES_DIR)
     if os.path.isdir(wes):
         for f in sorted(os.listdir(wes)):
@@ -186,14 +208,15 @@ def list_corpus(corpus):
     return tracks
 
 
-def ensure_corpus(corpus):
-    if not list_corpus(corpus):
+def ensure_corpus(corpus, part="main"):
+    if not list_corpus(corpus, part):
         print("make-eval-set: corpus missing; running fetch-corpus.sh", file=sys.stderr)
         env = dict(os.environ, EARMARK_CORPUS=corpus)
-        subprocess.run([os.path.join(SCRIPT_DIR, "fetch-corpus.sh")], check=True, env=env)
-    tracks = list_corpus(corpus)
+        flags = ["--unseen"] if part == "unseen" else []
+        subprocess.run([os.path.join(SCRIPT_DIR, "fetch-corpus.sh")] + flags, check=True, env=env)
+    tracks = list_corpus(corpus, part)
     if not tracks:
-        sys.exit("make-eval-set: no tracks found under %s" % corpus)
+        sys.exit("make-eval-set: no %s tracks found under %s" % (part, corpus))
     return tracks
 
 
@@ -253,7 +276,7 @@ def load_envelopes(tracks, workdir, jobs):
 def split_tracks(tracks, split_seed):
     """~80% of the piece-groups of each package family become references."""
     refs, held = [], []
-    for fam in ("wesnoth", "fof"):
+    for fam in sorted({t["group"].split(":")[0] for t in tracks}):
         ft = [t for t in tracks if t["group"].startswith(fam + ":")]
         groups = sorted({t["group"] for t in ft})
         eligible = [g for g in groups if any(t["duration_s"] >= MIN_REF_S for t in ft if t["group"] == g)]
@@ -347,10 +370,19 @@ def plan_queries(refs, held, conditions, lengths, per_cell, seed, qdir):
     return jobs
 
 
-def plan_negatives(held, minutes, seed, qdir):
+# Shares of the negative minutes per kind. The default keeps the main set's
+# negatives as they are; NEGATIVE_SHARES_WITH_SPEECHBED adds speech over
+# unregistered music (for --negatives-from unseen).
+NEGATIVE_SHARES = [("negative-music", 0.4), ("negative-speech", 0.35), ("negative-noise", 0.25)]
+NEGATIVE_SHARES_WITH_SPEECHBED = [("negative-music", 0.35), ("negative-speech", 0.2),
+                                  ("negative-speechbed", 0.3), ("negative-noise", 0.15)]
+# Unregistered music under the speech of a negative-speechbed query (dB, RMS).
+NEGATIVE_SPEECHBED_DB = (-20.0, -5.0)
+
+
+def plan_negatives(held, minutes, seed, qdir, shares=NEGATIVE_SHARES):
     jobs = []
     total = minutes * 60.0
-    shares = [("negative-music", 0.4), ("negative-speech", 0.35), ("negative-noise", 0.25)]
     for cond, share in shares:
         rng = random.Random("%s:%s" % (seed, cond))
         target, acc, i = total * share, 0.0, 0
@@ -368,6 +400,13 @@ def plan_negatives(held, minutes, seed, qdir):
                 job["src_start_s"] = start
             elif cond == "negative-speech":
                 job["params"] = speech_params(rng, L)
+            elif cond == "negative-speechbed":
+                t, start = pick_segment(rng, held, L)
+                job["src"] = t["path"]
+                job["src_start_s"] = start
+                job["params"] = dict(source=t["work_id"], source_start_s=start,
+                                     speech=speech_params(rng, L),
+                                     music_db=round(rng.uniform(*NEGATIVE_SPEECHBED_DB), 1))
             else:
                 kind = rng.choice(["white", "pink", "brown", "hum"])
                 p = dict(noise=kind, level_dbfs=round(rng.uniform(-40.0, -12.0), 1))
@@ -543,6 +582,11 @@ def run_job(job):
         elif kind == "negative-speech":
             x = espeak(p, L, os.path.dirname(path), job["query_id"])
             write_audio(x, path)
+        elif kind == "negative-speechbed":
+            voice = espeak(p["speech"], L, os.path.dirname(path), job["query_id"])
+            x = decode_mono(job["src"], job["src_start_s"], L)
+            music = scaled(x, rms(voice) * 10 ** (p["music_db"] / 20.0))
+            write_audio([a + b for a, b in zip(voice, music)], path)
         elif kind == "negative-noise":
             n = int(round(L * SR))
             lvl = 10 ** (p["level_dbfs"] / 20.0)
@@ -580,6 +624,14 @@ def main():
                     % ",".join(c for c in CONDITIONS if c not in DEFAULT_CONDITIONS))
     ap.add_argument("--lengths", default="5,10")
     ap.add_argument("--negative-minutes", type=float, default=60.0)
+    ap.add_argument("--part", choices=["main", "unseen"], default="main",
+                    help="corpus part the references and positives come from: main (wesnoth, "
+                         "fretsonfire; the tuning corpus) or unseen (colobot, freedroidrpg, hedgewars; "
+                         "fetch-corpus.sh --unseen)")
+    ap.add_argument("--negatives-from", choices=["heldout", "unseen"], default="heldout",
+                    help="music of the negatives: the part's held-out tracks, or every track of the "
+                         "unseen part (none registered in a main-part set), then with speech over "
+                         "that music as a fourth kind")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args()
 
@@ -603,9 +655,17 @@ def main():
     out = os.path.abspath(args.out)
     corpus = os.path.abspath(args.corpus)
     os.makedirs(out, exist_ok=True)
-    tracks = ensure_corpus(corpus)
+    tracks = ensure_corpus(corpus, args.part)
     load_envelopes(tracks, os.path.join(out, ".work"), args.jobs)
     refs, held = split_tracks(tracks, args.split_seed)
+    negative_pool, shares = held, NEGATIVE_SHARES
+    if args.negatives_from == "unseen":
+        if args.part == "unseen":
+            sys.exit("make-eval-set: --negatives-from unseen needs --part main (the unseen tracks "
+                     "would be registered)")
+        negative_pool = ensure_corpus(corpus, "unseen")
+        load_envelopes(negative_pool, os.path.join(out, ".work"), args.jobs)
+        shares = NEGATIVE_SHARES_WITH_SPEECHBED
 
     with open(os.path.join(out, "refs.jsonl"), "w") as f:
         for t in refs:
@@ -616,7 +676,7 @@ def main():
 
     qdir = os.path.join(out, "q%d-s%d-split%d" % (VERSION, args.seed, args.split_seed))
     jobs = plan_queries(refs, held, conditions, lengths, args.per_cell, args.seed, qdir)
-    jobs += plan_negatives(held, args.negative_minutes, args.seed, qdir)
+    jobs += plan_negatives(negative_pool, args.negative_minutes, args.seed, qdir, shares)
 
     # run what is missing (existing files are kept)
     todo = [j for j in jobs if not (os.path.exists(j["path"]) and os.path.getsize(j["path"]) > 0)]

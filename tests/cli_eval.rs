@@ -131,3 +131,70 @@ fn pooled_sets_each_run_against_their_own_index() {
         assert!(cached, "{} has no cached index", set.display());
     }
 }
+
+/// `--catalog-hours` pads the reference index with scrambled replicas: the
+/// index holds the asked hours under padding ids, the registered work is still
+/// found confidently, and a replica of it is never what matches.
+#[test]
+fn catalog_padding_fills_the_index_and_keeps_the_right_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = tmp.path().join("set");
+    make_set(
+        &set,
+        &["wesnoth-heroes-rite", "fof-muldjord-armygeddon"],
+        "wesnoth-heroes-rite",
+        "wesnoth-northerners",
+    );
+    let out = tmp.path().join("padded.json");
+    let run = Command::new(BIN)
+        .env_remove("EARMARK_EVAL")
+        .env_remove("EARMARK_DATA")
+        .args(["eval", "--catalog-hours", "2", "--set"])
+        .arg(&set)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "eval failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: Value = serde_json::from_slice(&fs::read(&out).unwrap()).unwrap();
+    let outcomes = report["outcomes"].as_array().unwrap();
+    let positive = outcomes
+        .iter()
+        .find(|o| o["query_id"] == "q-positive")
+        .unwrap();
+    assert!(
+        positive["correct_score"].as_f64().unwrap() >= 7.5,
+        "{positive:#}"
+    );
+    assert!(
+        positive["wrong_score"].as_f64().unwrap() < 7.0,
+        "a replica matched: {positive:#}"
+    );
+    assert_eq!(report["false_positives"], 0, "{report:#}");
+    // The padded index is cached apart from the plain one and holds ~2 h.
+    let padded = fs::read_dir(&set)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with("-2h"))
+        .expect("a padded index beside the set");
+    let stats = Command::new(BIN)
+        .env_remove("EARMARK_DATA")
+        .arg("--data")
+        .arg(padded.path())
+        .args(["index", "stats", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        stats.status.success(),
+        "index stats failed: {}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let hours = stats["reference_hours"].as_f64().unwrap();
+    assert!((2.0..2.1).contains(&hours), "padded index holds {hours} h");
+    assert!(stats["live_works"].as_u64().unwrap() > 200, "{stats:#}");
+}

@@ -43,6 +43,12 @@ pub struct EvalArgs {
     /// Rebuild the cached reference index.
     #[arg(long)]
     pub rebuild: bool,
+    /// Pad the reference index to this many hours of catalog with scrambled
+    /// replicas of the references (each replica's hashes moved by its own
+    /// bijection: the posting-list load of different recordings). Measures false
+    /// positives and speed at catalog scale; matches to padding count as wrong.
+    #[arg(long, value_name = "HOURS")]
+    pub catalog_hours: Option<f64>,
     #[command(flatten)]
     pub thresholds: Thresholds,
 }
@@ -100,9 +106,17 @@ fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
     Ok(out)
 }
 
-/// Builds (or reuses) the index of all references.
-fn reference_index(set: &Path, rebuild: bool) -> Result<DataDir> {
-    let data = DataDir::new(set.join(format!("index-{CONFIG_ID:08x}")));
+/// Hours of padding written per index segment (bounds memory while building).
+const PADDING_HOURS_PER_SEGMENT: f64 = 200.0;
+
+/// Builds (or reuses) the index of all references, padded to `catalog_hours`
+/// if given.
+fn reference_index(set: &Path, rebuild: bool, catalog_hours: Option<f64>) -> Result<DataDir> {
+    let name = match catalog_hours {
+        Some(hours) => format!("index-{CONFIG_ID:08x}-{hours:.0}h"),
+        None => format!("index-{CONFIG_ID:08x}"),
+    };
+    let data = DataDir::new(set.join(name));
     let marker = data.root.join("complete");
     if rebuild && data.root.exists() {
         fs::remove_dir_all(&data.root)?;
@@ -119,6 +133,7 @@ fn reference_index(set: &Path, rebuild: bool) -> Result<DataDir> {
     let writer = data.index_writer()?;
     let limits = DecodeLimits::default();
     let mut total_s = 0.0;
+    let mut kept = Vec::new();
     for chunk in refs.chunks(64) {
         let jobs: Vec<(String, PathBuf)> = chunk
             .iter()
@@ -135,6 +150,9 @@ fn reference_index(set: &Path, rebuild: bool) -> Result<DataDir> {
             }
         }
         crate::registration::commit_works(&writer, &prepared)?;
+        if catalog_hours.is_some() {
+            kept.append(&mut prepared);
+        }
     }
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!(
@@ -142,8 +160,75 @@ fn reference_index(set: &Path, rebuild: bool) -> Result<DataDir> {
         total_s / 3600.0,
         total_s / elapsed.max(1e-9)
     );
+    if let Some(hours) = catalog_hours {
+        pad_catalog(&writer, &kept, total_s / 3600.0, hours)?;
+    }
     fs::write(&marker, b"ok")?;
     Ok(data)
+}
+
+/// Adds scrambled replicas of `works` (ids `pad<replica>-<work>`) until the
+/// index holds `target_hours`.
+fn pad_catalog(
+    writer: &crate::index::IndexWriter,
+    works: &[crate::registration::PreparedWork],
+    real_hours: f64,
+    target_hours: f64,
+) -> Result<()> {
+    use crate::index::NewWork;
+    use crate::index::padding::replica_prints;
+    use crate::index::segment::SegmentWork;
+    if works.is_empty() || real_hours >= target_hours {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut hours = real_hours;
+    let mut batch: Vec<(SegmentWork, Vec<crate::fingerprint::Print>, usize)> = Vec::new();
+    let mut batch_hours = 0.0;
+    let flush = |batch: &mut Vec<(SegmentWork, Vec<crate::fingerprint::Print>, usize)>| {
+        let entries: Vec<NewWork<'_>> = batch
+            .iter()
+            .map(|(work, prints, source)| NewWork {
+                work,
+                prints,
+                peaks: &works[*source].fingerprint.peaks,
+            })
+            .collect();
+        let result = writer.add_works(&entries);
+        drop(entries);
+        batch.clear();
+        result
+    };
+    'replicas: for replica in 1u64.. {
+        for (source, work) in works.iter().enumerate() {
+            if hours >= target_hours {
+                break 'replicas;
+            }
+            let work_hours = work.info.duration_s / 3600.0;
+            batch.push((
+                SegmentWork {
+                    id: format!("pad{replica:05}-{}", work.work_id),
+                    duration_s: work.info.duration_s,
+                    prints: work.fingerprint.prints.len() as u64,
+                },
+                replica_prints(&work.fingerprint.prints, replica),
+                source,
+            ));
+            hours += work_hours;
+            batch_hours += work_hours;
+            if batch_hours >= PADDING_HOURS_PER_SEGMENT {
+                flush(&mut batch)?;
+                batch_hours = 0.0;
+                eprintln!("eval: catalog padded to {hours:.0} h…");
+            }
+        }
+    }
+    flush(&mut batch)?;
+    eprintln!(
+        "eval: catalog padded to {hours:.1} h in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn length_label(q: &QueryEntry) -> String {
@@ -282,6 +367,10 @@ struct EvalReport {
     negative_hours: f64,
     false_positives: usize,
     false_positives_per_hour: f64,
+    /// Highest score of any match on a negative: the threshold at which the
+    /// first false positive appears (None if no negative scored ≥ the lowest
+    /// swept threshold).
+    top_negative_score: Option<f64>,
     wrong_work_on_positives: usize,
     median_ref_error_s: Option<f64>,
     p95_ref_error_s: Option<f64>,
@@ -350,7 +439,7 @@ pub fn run(args: &EvalArgs) -> Result<u8> {
     let (mut outcomes, mut wall) = (Vec::new(), 0.0);
     for set in &args.sets {
         super::require_dir(set, "evaluation set")?;
-        let data = reference_index(set, args.rebuild)?;
+        let data = reference_index(set, args.rebuild, args.catalog_hours)?;
         let index = data.open_index()?;
         let queries = selected_queries(set, args)?;
         eprintln!(
@@ -417,6 +506,11 @@ fn build_report(outcomes: Vec<QueryOutcome>, config: &MatcherConfig, wall_s: f64
         negative_hours,
         false_positives,
         false_positives_per_hour: false_positives as f64 / negative_hours.max(1e-9),
+        top_negative_score: outcomes
+            .iter()
+            .filter(|o| !o.positive && o.wrong_score > 0.0)
+            .map(|o| o.wrong_score)
+            .max_by(f64::total_cmp),
         wrong_work_on_positives,
         median_ref_error_s: percentile(&errors, 0.5),
         p95_ref_error_s: percentile(&errors, 0.95),
@@ -466,6 +560,17 @@ fn print_report(r: &EvalReport) {
         "\nnegatives: {:.2} h, false positives {} ({:.2}/h); wrong work on positives: {}",
         r.negative_hours, r.false_positives, r.false_positives_per_hour, r.wrong_work_on_positives
     );
+    match r.top_negative_score {
+        Some(top) => println!(
+            "top score on a negative: {top:.1} (first false positive at that threshold; margin to {}: {:.1})",
+            r.confident_score,
+            r.confident_score - top
+        ),
+        None => println!(
+            "top score on a negative: below {} (no negative matched at all)",
+            SWEEP_THRESHOLDS[0]
+        ),
+    }
     println!(
         "ref_start error: median {} s, p95 {} s",
         fmt_opt(r.median_ref_error_s),

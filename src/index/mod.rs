@@ -14,6 +14,7 @@
 //!   second writer is refused. Readers take no lock and are never blocked: they
 //!   read the manifest, then map segments (which are never modified in place).
 
+pub mod padding;
 pub mod segment;
 mod writer;
 
