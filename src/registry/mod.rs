@@ -33,6 +33,7 @@ pub mod consent;
 pub(crate) mod db;
 mod error;
 pub mod ids;
+pub mod index_generation;
 pub mod keys;
 pub mod ledger;
 pub mod model;
@@ -56,6 +57,7 @@ pub use consent::{EffectiveConsent, EffectiveStatus};
 pub use db::{Backend, DbError};
 pub use error::{RegistryError, Result};
 pub use ids::{IdError, Isni, Isrc, Iswc, Territory, WorkId};
+pub use index_generation::IndexWriteLock;
 pub use keys::{KeyInfo, Role};
 pub use ledger::{LedgerFormat, LedgerTotal, NewAttribution, write_totals};
 pub use model::{
