@@ -2,6 +2,7 @@
 //! index and entered in the registry, and the two are kept consistent.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rayon::prelude::*;
 
@@ -11,8 +12,8 @@ use crate::error::EngineError;
 use crate::fingerprint::audio::fingerprint_file;
 use crate::fingerprint::{Fingerprint, Side};
 use crate::index::segment::SegmentWork;
-use crate::index::{IndexError, IndexWriter, NewWork};
-use crate::registry::WorkId;
+use crate::index::{Index, IndexError, IndexWriter, NewWork};
+use crate::registry::{Registry, RegistryLocation, WorkId};
 
 /// Checks a user-given work id by the one rule of [`WorkId`].
 pub fn validate_work_id(work_id: &str) -> Result<WorkId, EngineError> {
@@ -114,25 +115,57 @@ fn commit_work_refs(writer: &IndexWriter, works: &[&PreparedWork]) -> Result<u64
     Ok(writer.add_works(&entries)?)
 }
 
+/// How long a write waits for another process's index write lock in a
+/// shared registry (a registration or import in progress elsewhere).
+pub const INDEX_WRITE_LOCK_WAIT: Duration = Duration::from_secs(30);
+/// How long a write on a shared index waits for the index's own file lock
+/// (`index/LOCK`, held by a command-line writer on the same machine).
+pub const INDEX_FILE_LOCK_WAIT: Duration = Duration::from_secs(10);
+
 /// The writable catalog of a data directory: the fingerprint index and the
 /// consent registry, kept consistent.
 ///
 /// The **registry is the source of truth** for which works exist. Registering
 /// writes the fingerprints first (a new index segment, atomically), then the
-/// registry row with its consent records and audit entry (one SQLite
-/// transaction); if the registry write fails the index entry is removed again.
-/// Removing goes the other way: registry first, then a tombstone. A crash between
-/// the two steps leaves fingerprints without a work, which is never visible:
-/// [`Catalog::open`] tombstones any indexed work the registry does not know, and
-/// screening only reports works the index and the registry both hold.
+/// registry row with its consent records and audit entry (one transaction,
+/// which also publishes the index's new generation,
+/// [`crate::registry::index_generation`]); if the registry write fails the
+/// index entry is removed again. Removing goes the other way: registry
+/// first, then a tombstone. A crash between the two steps leaves
+/// fingerprints without a work, which is never visible: [`Catalog::open`]
+/// tombstones any indexed work the registry does not know (with a shared
+/// index, so does every write before its own change), and screening flags,
+/// never allows, a match of a work the registry does not hold.
+///
+/// **Who may write.** With a SQLite registry the catalog holds the index
+/// writer (the file lock on `index/LOCK`) for its whole life: one writing
+/// process per data directory. With a registry on PostgreSQL, replicas on
+/// several machines share one index directory, so no process holds the
+/// writer for long: each write (register, import, remove, compact, and the
+/// reconciliation at open) first takes the registry's index write lock
+/// ([`Registry::lock_index_writes`]), then the index file lock, writes,
+/// publishes the new generation, and lets both go. Reconciliation runs under
+/// the same lock, so a process starting while another one registers never
+/// mistakes the new work's fingerprints for leftovers of a crash.
 pub struct Catalog {
     pub data: DataDir,
-    pub writer: IndexWriter,
-    pub registry: crate::registry::Registry,
+    pub registry: Registry,
+    writer: Writer,
+}
+
+/// Who holds the index writer.
+enum Writer {
+    /// Held for the catalog's life (SQLite registry).
+    Held(IndexWriter),
+    /// Taken for each write under the registry's index write lock (shared
+    /// registry).
+    PerWrite,
 }
 
 impl Catalog {
-    /// Takes the index write lock, opens the registry and reconciles the two.
+    /// Opens the registry, takes the index write lock (for the catalog's
+    /// life with SQLite; for the reconciliation alone with PostgreSQL) and
+    /// reconciles the two.
     ///
     /// Refuses ([`EngineError::IndexWithoutRegistry`]) a data directory whose
     /// index holds works but which has no registry at all, rather than letting
@@ -142,7 +175,10 @@ impl Catalog {
             path: data.root.clone(),
             source,
         })?;
-        let writer = data.index_writer()?;
+        let writer = match data.registry {
+            RegistryLocation::DataDir => Writer::Held(data.index_writer()?),
+            RegistryLocation::Postgres(_) => Writer::PerWrite,
+        };
         let registry = data.open_registry()?;
         let catalog = Self {
             data: data.clone(),
@@ -153,11 +189,73 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Whether writes take the shared registry's index write lock each time
+    /// (a registry on PostgreSQL) rather than holding the index writer.
+    pub fn shares_index(&self) -> bool {
+        matches!(self.writer, Writer::PerWrite)
+    }
+
+    /// Runs `f` with the index writer, then raises the registry's published
+    /// index generation to the index's (whether `f` succeeded or not: a
+    /// failed write may have changed the index before failing).
+    fn write_index<T>(
+        &self,
+        f: impl FnOnce(&IndexWriter) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        self.write_index_cleaning(true, f)
+    }
+
+    /// [`Catalog::write_index`]; on a shared index, first removes leftovers
+    /// of a writer that died half-way if `clean`.
+    fn write_index_cleaning<T>(
+        &self,
+        clean: bool,
+        f: impl FnOnce(&IndexWriter) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        match &self.writer {
+            Writer::Held(writer) => {
+                let value = f(writer);
+                self.publish(writer)?;
+                value
+            }
+            Writer::PerWrite => {
+                let mut lock = self.registry.lock_index_writes(INDEX_WRITE_LOCK_WAIT)?;
+                let writer =
+                    IndexWriter::open_waiting(&self.data.index_dir(), INDEX_FILE_LOCK_WAIT)?;
+                // Leftovers of a writer that died half-way (on any replica)
+                // go first, so a retried registration is not refused as a
+                // duplicate of its own fingerprints.
+                let value = if clean {
+                    self.remove_orphans(&writer).and_then(|_| f(&writer))
+                } else {
+                    f(&writer)
+                };
+                // Publishing while the lock is held: no other writer has
+                // changed the index since.
+                lock.check()?;
+                self.publish(&writer)?;
+                drop(writer);
+                drop(lock);
+                value
+            }
+        }
+    }
+
+    fn publish(&self, writer: &IndexWriter) -> Result<(), EngineError> {
+        let generation = writer.generation()?;
+        self.registry.publish_index_generation(generation)?;
+        Ok(())
+    }
+
     /// Tombstones indexed works the registry does not hold (left by a crash).
     /// Returns their ids.
     pub fn reconcile(&self) -> Result<Vec<String>, EngineError> {
+        self.write_index_cleaning(false, |writer| self.remove_orphans(writer))
+    }
+
+    fn remove_orphans(&self, writer: &IndexWriter) -> Result<Vec<String>, EngineError> {
         let registered = self.registry.work_ids()?;
-        let index = self.data.open_index()?;
+        let index = Index::open(writer.dir())?;
         let mut orphans: Vec<String> = index
             .work_ids()
             .filter(|id| !registered.contains(*id))
@@ -167,7 +265,7 @@ impl Catalog {
         orphans.sort();
         for id in &orphans {
             tracing::warn!(work_id = %id, "removing fingerprints of a work the registry does not hold (interrupted registration)");
-            self.writer.remove_work(id)?;
+            writer.remove_work(id)?;
         }
         Ok(orphans)
     }
@@ -180,20 +278,25 @@ impl Catalog {
         consents: &[crate::registry::NewConsent],
         actor: &str,
     ) -> Result<crate::registry::Work, EngineError> {
-        if self.registry.work_ids()?.contains(&work.work_id) {
-            return Err(EngineError::AlreadyRegistered {
-                work_id: work.work_id.clone(),
-            });
-        }
-        commit_works(&self.writer, std::slice::from_ref(work))?;
-        match self.registry.add_work(metadata, consents, actor) {
-            Ok(registered) => Ok(registered),
-            Err(err) => {
-                // Compensate; if this fails too, reconcile() will on next open.
-                let _ = self.writer.remove_work(&work.work_id);
-                Err(err.into())
+        self.write_index(|writer| {
+            if self.registry.work_ids()?.contains(&work.work_id) {
+                return Err(EngineError::AlreadyRegistered {
+                    work_id: work.work_id.clone(),
+                });
             }
-        }
+            let generation = commit_works(writer, std::slice::from_ref(work))?;
+            match self
+                .registry
+                .add_work_indexed(metadata, consents, actor, generation)
+            {
+                Ok(registered) => Ok(registered),
+                Err(err) => {
+                    // Compensate; if this fails too, reconcile() will on next open.
+                    let _ = writer.remove_work(&work.work_id);
+                    Err(err.into())
+                }
+            }
+        })
     }
 
     /// Registers several prepared works with the guarantees of [`Catalog::register`]:
@@ -212,55 +315,76 @@ impl Catalog {
         items: &[Registration],
         actor: &str,
     ) -> Result<Vec<Result<crate::registry::Work, EngineError>>, EngineError> {
-        let mut taken = self.registry.work_ids()?;
-        let refused: Vec<Option<EngineError>> = items
-            .iter()
-            .map(|item| {
-                if item.metadata.id.as_str() != item.work.work_id {
-                    Some(EngineError::MismatchedIds {
-                        registry_id: item.metadata.id.to_string(),
-                        index_id: item.work.work_id.clone(),
-                    })
-                } else if !taken.insert(item.work.work_id.clone()) {
-                    Some(EngineError::AlreadyRegistered {
-                        work_id: item.work.work_id.clone(),
-                    })
-                } else {
-                    None
-                }
-            })
-            .collect();
-        let pending: Vec<&PreparedWork> = items
-            .iter()
-            .zip(&refused)
-            .filter(|(_, refusal)| refusal.is_none())
-            .map(|(item, _)| &item.work)
-            .collect();
-        commit_work_refs(&self.writer, &pending)?;
-        Ok(items
-            .iter()
-            .zip(refused)
-            .map(|(item, refusal)| match refusal {
-                Some(err) => Err(err),
-                None => self
-                    .registry
-                    .add_work(item.metadata.clone(), &item.consents, actor)
-                    .map_err(|err| {
-                        // Compensate; if this fails too, reconcile() will on next open.
-                        let _ = self.writer.remove_work(&item.work.work_id);
-                        err.into()
-                    }),
-            })
-            .collect())
+        self.write_index(|writer| {
+            let mut taken = self.registry.work_ids()?;
+            let refused: Vec<Option<EngineError>> = items
+                .iter()
+                .map(|item| {
+                    if item.metadata.id.as_str() != item.work.work_id {
+                        Some(EngineError::MismatchedIds {
+                            registry_id: item.metadata.id.to_string(),
+                            index_id: item.work.work_id.clone(),
+                        })
+                    } else if !taken.insert(item.work.work_id.clone()) {
+                        Some(EngineError::AlreadyRegistered {
+                            work_id: item.work.work_id.clone(),
+                        })
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            let pending: Vec<&PreparedWork> = items
+                .iter()
+                .zip(&refused)
+                .filter(|(_, refusal)| refusal.is_none())
+                .map(|(item, _)| &item.work)
+                .collect();
+            let generation = commit_work_refs(writer, &pending)?;
+            Ok(items
+                .iter()
+                .zip(refused)
+                .map(|(item, refusal)| match refusal {
+                    Some(err) => Err(err),
+                    None => self
+                        .registry
+                        .add_work_indexed(item.metadata.clone(), &item.consents, actor, generation)
+                        .map_err(|err| {
+                            // Compensate; if this fails too, reconcile() will on next open.
+                            let _ = writer.remove_work(&item.work.work_id);
+                            err.into()
+                        }),
+                })
+                .collect())
+        })
     }
 
     /// Removes a work from the registry, then its fingerprints.
     pub fn remove(&self, work_id: &str, actor: &str) -> Result<(), EngineError> {
-        self.registry.remove_work(work_id, actor)?;
-        match self.writer.remove_work(work_id) {
-            Ok(_) | Err(IndexError::UnknownWork { .. }) => Ok(()),
-            Err(err) => Err(err.into()),
-        }
+        self.write_index(|writer| {
+            self.registry.remove_work(work_id, actor)?;
+            match writer.remove_work(work_id) {
+                Ok(_) | Err(IndexError::UnknownWork { .. }) => Ok(()),
+                Err(err) => Err(err.into()),
+            }
+        })
+    }
+
+    /// Merges the index's segments into one ([`IndexWriter::compact`]);
+    /// returns the new generation.
+    pub fn compact(&self) -> Result<u64, EngineError> {
+        self.write_index(|writer| Ok(writer.compact()?))
+    }
+
+    /// Runs `f` with the index writer under the catalog's write rules, then
+    /// publishes the index's generation; for tests that write the index
+    /// alone (an interrupted registration).
+    #[cfg(test)]
+    fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&IndexWriter) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        self.write_index(f)
     }
 }
 
@@ -291,162 +415,4 @@ pub fn reference_summary(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::content::sha256_file;
-
-    #[test]
-    fn work_ids_are_validated() {
-        assert!(validate_work_id("wesnoth-battle_01:v2.0").is_ok());
-        assert!(validate_work_id("").is_err());
-        assert!(validate_work_id("has space").is_err());
-        assert!(validate_work_id("../etc/passwd").is_err());
-        assert!(validate_work_id(&"x".repeat(129)).is_err());
-    }
-
-    fn clip(id: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("test-audio/refs/{id}.ogg"))
-    }
-
-    fn registration(id: &str, clip_id: &str) -> Registration {
-        let work = prepare_work(id, &clip(clip_id), &DecodeLimits::default()).unwrap();
-        let sha = sha256_file(&work.source).unwrap();
-        let metadata = crate::registry::NewWork {
-            id: crate::registry::WorkId::parse(id).unwrap(),
-            title: id.to_owned(),
-            artists: Vec::new(),
-            isrc: None,
-            iswc: None,
-            holder: "holder".to_owned(),
-            holder_isni: None,
-            reference: reference_summary(&work, &sha),
-        };
-        Registration {
-            work,
-            metadata,
-            consents: Vec::new(),
-        }
-    }
-
-    /// A mono 16-bit PCM WAV of `seconds` of digital silence.
-    fn silent_wav(seconds: u32) -> Vec<u8> {
-        let rate_hz: u32 = 8000;
-        let data_len = seconds * rate_hz * 2;
-        let mut out = Vec::new();
-        out.extend_from_slice(b"RIFF");
-        out.extend_from_slice(&(36 + data_len).to_le_bytes());
-        out.extend_from_slice(b"WAVEfmt ");
-        for v in [16u32.to_le_bytes(), [1, 0, 1, 0]] {
-            out.extend_from_slice(&v);
-        }
-        out.extend_from_slice(&rate_hz.to_le_bytes());
-        out.extend_from_slice(&(rate_hz * 2).to_le_bytes());
-        out.extend_from_slice(&[2, 0, 16, 0]);
-        out.extend_from_slice(b"data");
-        out.extend_from_slice(&data_len.to_le_bytes());
-        out.resize(out.len() + data_len as usize, 0);
-        out
-    }
-
-    #[test]
-    fn a_silent_reference_is_refused_as_silent_not_short() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("silence.wav");
-        std::fs::write(&path, silent_wav(10)).unwrap();
-        let err = prepare_work("silence", &path, &DecodeLimits::default()).unwrap_err();
-        assert!(matches!(err, EngineError::Silent { .. }), "{err:?}");
-        let text = err.to_string();
-        assert!(
-            text.contains("silent") && text.contains("10.00 s"),
-            "{text}"
-        );
-        std::fs::write(&path, silent_wav(0)).unwrap();
-        let short = prepare_work("silence", &path, &DecodeLimits::default());
-        assert!(!matches!(short, Err(EngineError::Silent { .. }) | Ok(_)));
-    }
-
-    #[test]
-    fn register_batch_writes_one_segment_and_refuses_duplicates() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = DataDir::new(dir.path());
-        let catalog = Catalog::open(&data).unwrap();
-        let first = registration("a", "wesnoth-heroes-rite");
-        catalog
-            .register_batch(std::slice::from_ref(&first), "t")
-            .unwrap()
-            .remove(0)
-            .unwrap();
-        let mut mismatched = registration("c", "wesnoth-northerners");
-        mismatched.work.work_id = "other".to_owned();
-        let items = [
-            registration("b", "fof-sectoid-war-of-freedom"),
-            first,
-            registration("b", "wesnoth-northerners"),
-            mismatched,
-        ];
-        let results = catalog.register_batch(&items, "t").unwrap();
-        assert_eq!(results[0].as_ref().unwrap().id.as_str(), "b");
-        assert!(matches!(
-            results[1],
-            Err(EngineError::AlreadyRegistered { .. })
-        ));
-        assert!(matches!(
-            results[2],
-            Err(EngineError::AlreadyRegistered { .. })
-        ));
-        assert!(matches!(results[3], Err(EngineError::MismatchedIds { .. })));
-        let stats = data.open_index().unwrap().stats();
-        assert_eq!((stats.segments, stats.live_works), (2, 2));
-        let mut ids = catalog
-            .registry
-            .work_ids()
-            .unwrap()
-            .into_iter()
-            .collect::<Vec<_>>();
-        ids.sort();
-        assert_eq!(ids, ["a", "b"]);
-    }
-
-    #[test]
-    fn fingerprints_left_by_a_crash_are_removed_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = DataDir::new(dir.path());
-        let catalog = Catalog::open(&data).unwrap();
-        let kept = registration("kept", "wesnoth-heroes-rite");
-        catalog
-            .register(&kept.work, kept.metadata.clone(), &[], "t")
-            .unwrap();
-        // The crash window: fingerprints committed, registry row never written.
-        let orphan = registration("orphan", "wesnoth-northerners");
-        commit_works(&catalog.writer, std::slice::from_ref(&orphan.work)).unwrap();
-        drop(catalog);
-        assert!(data.open_index().unwrap().contains("orphan"));
-        let catalog = Catalog::open(&data).unwrap();
-        let index = data.open_index().unwrap();
-        assert!(!index.contains("orphan") && index.contains("kept"));
-        assert!(catalog.reconcile().unwrap().is_empty());
-        // The id can be registered properly now.
-        catalog
-            .register(&orphan.work, orphan.metadata, &[], "t")
-            .unwrap();
-    }
-
-    #[test]
-    fn registry_is_not_created_next_to_an_index_with_works() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = DataDir::new(dir.path());
-        let legacy = registration("legacy", "wesnoth-heroes-rite");
-        commit_works(
-            &data.index_writer().unwrap(),
-            std::slice::from_ref(&legacy.work),
-        )
-        .unwrap();
-        assert!(matches!(
-            Catalog::open(&data),
-            Err(EngineError::IndexWithoutRegistry { works: 1, .. })
-        ));
-        assert!(data.open_registry().is_err());
-        assert!(!data.has_registry());
-        assert!(data.open_index().unwrap().contains("legacy"));
-    }
-}
+mod tests;
