@@ -189,12 +189,6 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// Whether writes take the shared registry's index write lock each time
-    /// (a registry on PostgreSQL) rather than holding the index writer.
-    pub fn shares_index(&self) -> bool {
-        matches!(self.writer, Writer::PerWrite)
-    }
-
     /// Runs `f` with the index writer, then raises the registry's published
     /// index generation to the index's (whether `f` succeeded or not: a
     /// failed write may have changed the index before failing).

@@ -45,6 +45,13 @@ pub const MIGRATION_LOCK: i64 = 0x6561_726d_6172_6b02;
 /// Advisory lock key of index writes: held (session-level, on a connection
 /// of its own) by the one process writing the index that replicas share.
 pub const INDEX_WRITE_LOCK: i64 = 0x6561_726d_6172_6b03;
+/// TCP keepalives the server uses on a lock's session, so that it ends the
+/// session (and releases the lock) about 25 s after the holder's machine
+/// stopped answering (power loss, network partition); a killed process's
+/// connection is closed by its kernel at once.
+const LOCK_KEEPALIVE_IDLE_S: u32 = 10;
+const LOCK_KEEPALIVE_INTERVAL_S: u32 = 5;
+const LOCK_KEEPALIVE_COUNT: u32 = 3;
 /// Environment variable naming a PEM file of extra CA certificates to trust
 /// for TLS to the database server.
 pub const REGISTRY_CA_ENV: &str = "EARMARK_REGISTRY_CA";
@@ -346,9 +353,14 @@ impl Connector {
                 })?;
             let millis = wait.as_millis().clamp(1, i32::MAX as u128);
             client
-                .batch_execute(&format!("SET lock_timeout = {millis}"))
+                .batch_execute(&format!(
+                    "SET lock_timeout = {millis}; \
+                     SET tcp_keepalives_idle = {LOCK_KEEPALIVE_IDLE_S}; \
+                     SET tcp_keepalives_interval = {LOCK_KEEPALIVE_INTERVAL_S}; \
+                     SET tcp_keepalives_count = {LOCK_KEEPALIVE_COUNT}"
+                ))
                 .map_err(DbError::from)
-                .db(|| format!("setting the wait for the {what}"))?;
+                .db(|| format!("setting up the session of the {what}"))?;
             client
                 .execute("SELECT pg_advisory_lock($1)", &[&key])
                 .map_err(DbError::from)
