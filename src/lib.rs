@@ -30,12 +30,15 @@
 //!   map of each cluster and splits it into contiguous query ranges, so one submission
 //!   can report several works at several places; each candidate alignment is then
 //!   verified on the reference's stored spectral peaks and scored against chance.
-//! * [`registry`] holds works, consent records, the audit chain and the
-//!   attribution ledger; [`policy`] turns matches into consent verdicts with
-//!   evidence.
+//! * [`registry`] holds works, consent records, the audit chain, the
+//!   attribution ledger and the index generation it vouches for (SQLite, or
+//!   PostgreSQL shared by service replicas); [`policy`] turns matches into
+//!   consent verdicts with evidence.
 //! * [`screening`] is the one use case every entry point calls: match →
-//!   verdict → ledger record, with one rule for submission ids.
-//! * [`registration`] registers works (index and registry kept consistent);
+//!   verdict → ledger record, with one rule for submission ids; on a shared
+//!   index, no verdict from a snapshot older than the registry's generation.
+//! * [`registration`] registers works (index and registry kept consistent;
+//!   with a PostgreSQL registry, one writer at a time over all replicas);
 //!   [`data_dir`], [`content`], [`error`] and [`proto`] are shared plumbing.
 //! * [`html`] (feature `html`) renders scan report rows and the run
 //!   summary as one self-contained HTML page: totals, works, a filterable item

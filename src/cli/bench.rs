@@ -27,8 +27,9 @@ const MAX_ERRORS_SHOWN: usize = 5;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
-    /// Load-test a running server with concurrent Screen calls and report
-    /// requests/s, audio seconds/s and latency percentiles.
+    /// Load-test a running server (or replicas, `--addr` repeated) with
+    /// concurrent Screen calls and report requests/s, audio seconds/s and
+    /// latency percentiles.
     Serve(BenchServeArgs),
     /// Decode audio files alone (no fingerprinting, no matching) with the
     /// decoder `scan` uses, and report audio-hours per minute: the baseline
@@ -38,9 +39,11 @@ pub enum BenchCmd {
 
 #[derive(Debug, Args)]
 pub struct BenchServeArgs {
-    /// Server address (`host:port` or a URL).
-    #[arg(long)]
-    pub addr: String,
+    /// Server address (`host:port` or a URL). Repeat it for replicas: the
+    /// callers are spread over the addresses round-robin (caller i uses
+    /// address i mod n).
+    #[arg(long, alias = "url", required = true)]
+    pub addr: Vec<String>,
     /// Concurrent callers (one connection each).
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
@@ -182,12 +185,13 @@ pub fn run_bench(cmd: &BenchCmd) -> Result<u8> {
         bail!("--concurrency and --duration must be positive");
     }
     let inputs = bench_inputs(args)?;
-    let url = normalise_url(&args.addr);
+    let urls: Vec<String> = args.addr.iter().map(|a| normalise_url(a)).collect();
     let purpose = crate::proto::scope_to_pb(args.purpose);
     runtime()?.block_on(async {
         let mut clients = Vec::with_capacity(args.concurrency);
-        for _ in 0..args.concurrency {
-            clients.push(args.conn.screening(&url).await?);
+        for i in 0..args.concurrency {
+            let url = &urls[i % urls.len()];
+            clients.push(args.conn.screening(url).await?);
         }
         let started = Instant::now();
         let until = started + Duration::from_secs_f64(args.duration);
@@ -197,8 +201,10 @@ pub fn run_bench(cmd: &BenchCmd) -> Result<u8> {
             .map(|(i, c)| tokio::spawn(caller(c, inputs.clone(), i, purpose, until)))
             .collect();
         let mut total = Tally::default();
-        for t in tasks {
+        let mut per_addr = vec![0usize; urls.len()];
+        for (i, t) in tasks.into_iter().enumerate() {
             let tally = t.await.context("bench caller failed")?;
+            per_addr[i % urls.len()] += tally.latencies.len();
             total.latencies.extend(tally.latencies);
             total.audio_s += tally.audio_s;
             total.errors.extend(tally.errors);
@@ -207,7 +213,8 @@ pub fn run_bench(cmd: &BenchCmd) -> Result<u8> {
         total.latencies.sort();
         let ok = total.latencies.len();
         let report = serde_json::json!({
-            "addr": url,
+            "addr": urls,
+            "requests_per_addr": per_addr,
             "mode": if args.fingerprints { "fingerprints" } else { "audio" },
             "concurrency": args.concurrency,
             "seconds": elapsed,
@@ -226,12 +233,18 @@ pub fn run_bench(cmd: &BenchCmd) -> Result<u8> {
             println!("{report}");
         } else {
             println!(
-                "{} requests in {elapsed:.1} s, {} errors ({} callers, {})",
+                "{} requests in {elapsed:.1} s, {} errors ({} callers, {}, {} server(s))",
                 ok,
                 total.errors.len(),
                 args.concurrency,
-                report["mode"]
+                report["mode"],
+                urls.len()
             );
+            if urls.len() > 1 {
+                for (url, n) in urls.iter().zip(&per_addr) {
+                    println!("  {url:<28} {n} requests");
+                }
+            }
             println!("requests/s      {:.1}", ok as f64 / elapsed);
             println!("audio s/s       {:.1}", total.audio_s / elapsed);
             println!(

@@ -572,9 +572,15 @@ fn run_index(data: &DataDir, cmd: IndexCmd) -> Result<u8> {
             verify_against_registry(data, &index)
         }
         IndexCmd::Compact => {
-            let writer = data.index_writer()?;
             let before = data.open_index()?.stats();
-            let generation = writer.compact()?;
+            let generation = match data.registry {
+                // A shared index: under the registry's index write lock,
+                // publishing the new generation.
+                crate::registry::RegistryLocation::Postgres(_) => {
+                    crate::registration::Catalog::open(data)?.compact()?
+                }
+                crate::registry::RegistryLocation::DataDir => data.index_writer()?.compact()?,
+            };
             let after = data.open_index()?.stats();
             println!(
                 "compacted {} segments into {} ({} → {} postings, generation {generation})",

@@ -77,6 +77,12 @@ pub struct ServeArgs {
     /// SIGTERM/SIGINT (lets load balancers notice).
     #[arg(long, default_value_t = 2.0)]
     pub drain_seconds: f64,
+    /// Longest wait, in seconds, for this server's index to catch up with
+    /// the generation the registry vouches for (a replica on a shared index
+    /// that has not seen another replica's write yet) before a screening is
+    /// refused with UNAVAILABLE (INDEX_BEHIND).
+    #[arg(long, default_value_t = crate::service::state::DEFAULT_INDEX_SYNC_TIMEOUT.as_secs_f64())]
+    pub index_sync_timeout: f64,
     /// Verdict for a confident match of a work without consent on record.
     #[arg(long, value_enum, default_value = "flag")]
     pub unknown: super::UnknownArg,
@@ -163,6 +169,10 @@ fn server_config(data: &DataDir, args: &ServeArgs) -> Result<ServerConfig> {
             .context("--territory")?,
     };
     config.drain_grace = Duration::from_secs_f64(args.drain_seconds);
+    if !(args.index_sync_timeout.is_finite() && args.index_sync_timeout >= 0.0) {
+        bail!("--index-sync-timeout must be zero or more seconds");
+    }
+    config.index_sync_timeout = Duration::from_secs_f64(args.index_sync_timeout);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(TlsPem {
             cert: read(cert, "TLS certificate")?,

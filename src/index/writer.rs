@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::segment::{self, NewWork, SegmentWork};
 use super::{Index, IndexError, Manifest, SegmentEntry, TMP_EXT, WorkRef};
@@ -11,6 +12,9 @@ use crate::fingerprint::{CONFIG_ID, PeakPoint, Print};
 
 const LOCK_FILE: &str = "LOCK";
 const SEGMENT_EXT: &str = "seg";
+/// First and longest pause between attempts of [`IndexWriter::open_waiting`].
+const LOCK_POLL_FIRST: Duration = Duration::from_millis(10);
+const LOCK_POLL_MAX: Duration = Duration::from_millis(200);
 
 /// The single writer of an index directory.
 #[derive(Debug)]
@@ -59,8 +63,30 @@ impl IndexWriter {
         Ok(writer)
     }
 
+    /// [`IndexWriter::open`], waiting up to `wait` while another process
+    /// holds the lock; then [`IndexError::Locked`].
+    pub fn open_waiting(dir: &Path, wait: Duration) -> Result<Self, IndexError> {
+        let deadline = Instant::now() + wait;
+        let mut pause = LOCK_POLL_FIRST;
+        loop {
+            match Self::open(dir) {
+                Err(IndexError::Locked { .. }) if Instant::now() < deadline => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    std::thread::sleep(pause.min(left));
+                    pause = (pause * 2).min(LOCK_POLL_MAX);
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The index's generation as its manifest names it now.
+    pub fn generation(&self) -> Result<u64, IndexError> {
+        Ok(Manifest::load(&self.dir)?.generation)
     }
 
     fn remove_orphans(&self) -> Result<(), IndexError> {
@@ -296,11 +322,23 @@ mod tests {
     #[test]
     fn second_writer_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = IndexWriter::open(dir.path()).unwrap();
+        let first = IndexWriter::open(dir.path()).unwrap();
         assert!(matches!(
             IndexWriter::open(dir.path()),
             Err(IndexError::Locked { .. })
         ));
+        assert!(matches!(
+            IndexWriter::open_waiting(dir.path(), Duration::from_millis(50)),
+            Err(IndexError::Locked { .. })
+        ));
+        // A writer waiting for the lock gets it once the holder has gone.
+        let waiting = {
+            let dir = dir.path().to_owned();
+            std::thread::spawn(move || IndexWriter::open_waiting(&dir, Duration::from_secs(60)))
+        };
+        drop(first);
+        let second = waiting.join().unwrap().unwrap();
+        assert_eq!(second.generation().unwrap(), 0);
     }
 
     #[test]

@@ -19,13 +19,17 @@
 //!   evidence.
 //! * **Identifiers are validated at the edge** ([`ids`]); typed values inside.
 //! * **Secrets are never stored**: API keys keep a salted SHA-256 ([`keys`]).
+//! * **The index generation it vouches for** ([`index_generation`]) only
+//!   rises; writers of the index raise it (with a new work, in the work's
+//!   transaction), and screening refuses an index snapshot older than it.
 //!
 //! A [`Registry`] is `Send + Sync`: the connection sits behind a mutex, so the
 //! engine and a service can share one instance. Several processes may open the
 //! same database. On SQLite, its locking and a busy timeout serialise writers;
 //! on PostgreSQL every write transaction first takes one transaction-scoped
 //! advisory lock ([`postgres::WRITE_LOCK`]), so writes from all replicas are
-//! serialised the same way and the audit chain never forks.
+//! serialised the same way and the audit chain never forks. Writers of the
+//! index the replicas share serialise on [`Registry::lock_index_writes`].
 
 pub mod audit;
 pub mod catalog;
@@ -33,6 +37,7 @@ pub mod consent;
 pub(crate) mod db;
 mod error;
 pub mod ids;
+pub mod index_generation;
 pub mod keys;
 pub mod ledger;
 pub mod model;
@@ -56,6 +61,7 @@ pub use consent::{EffectiveConsent, EffectiveStatus};
 pub use db::{Backend, DbError};
 pub use error::{RegistryError, Result};
 pub use ids::{IdError, Isni, Isrc, Iswc, Territory, WorkId};
+pub use index_generation::IndexWriteLock;
 pub use keys::{KeyInfo, Role};
 pub use ledger::{LedgerFormat, LedgerTotal, NewAttribution, write_totals};
 pub use model::{

@@ -10,6 +10,11 @@
 //!   stays one chain (each append reads the head after the previous append
 //!   committed). Ledger inserts skip it: `ON CONFLICT DO NOTHING` on
 //!   (submission, registration, purpose) is safe under concurrency by itself.
+//! * **One index writer.** Replicas share one index directory; a process
+//!   writes it only while holding the session-level advisory lock
+//!   [`INDEX_WRITE_LOCK`] on a connection of its own ([`SessionLock`]). The
+//!   server releases it when that connection ends, so a writer that dies
+//!   does not leave it taken.
 //! * **Migrations** run under the advisory lock [`MIGRATION_LOCK`] in one
 //!   transaction; the version lives in `earmark_schema`.
 //! * **Reconnection.** A broken connection (server restarted, network) is
@@ -37,6 +42,16 @@ use super::error::{DbContext, RegistryError, Result};
 pub const WRITE_LOCK: i64 = 0x6561_726d_6172_6b01;
 /// Advisory lock key of schema migrations.
 pub const MIGRATION_LOCK: i64 = 0x6561_726d_6172_6b02;
+/// Advisory lock key of index writes: held (session-level, on a connection
+/// of its own) by the one process writing the index that replicas share.
+pub const INDEX_WRITE_LOCK: i64 = 0x6561_726d_6172_6b03;
+/// TCP keepalives the server uses on a lock's session, so that it ends the
+/// session (and releases the lock) about 25 s after the holder's machine
+/// stopped answering (power loss, network partition); a killed process's
+/// connection is closed by its kernel at once.
+const LOCK_KEEPALIVE_IDLE_S: u32 = 10;
+const LOCK_KEEPALIVE_INTERVAL_S: u32 = 5;
+const LOCK_KEEPALIVE_COUNT: u32 = 3;
 /// Environment variable naming a PEM file of extra CA certificates to trust
 /// for TLS to the database server.
 pub const REGISTRY_CA_ENV: &str = "EARMARK_REGISTRY_CA";
@@ -47,7 +62,7 @@ const APPLICATION_NAME: &str = "earmark";
 
 /// Schema migrations; index `i` upgrades from version `i` to `i + 1`. Same
 /// versions as the SQLite schema ([`super::schema::MIGRATIONS`]).
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 const MIGRATION_1: &str = r#"
 CREATE FUNCTION earmark_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -155,6 +170,17 @@ UPDATE attributions
    SET submission_id = 'sha256:' || lower(submission_id)
  WHERE submission_id ~ '^[0-9A-Fa-f]{64}$';
 ALTER TABLE attributions ENABLE TRIGGER attributions_append_only;
+"#;
+
+/// The index generation the registry vouches for (as SQLite's version 3).
+const MIGRATION_3: &str = r#"
+CREATE TABLE IF NOT EXISTS index_generation (
+    id           BIGINT PRIMARY KEY CHECK (id = 1),
+    generation   BIGINT NOT NULL CHECK (generation >= 0),
+    published_at TEXT COLLATE "C"
+);
+INSERT INTO index_generation (id, generation, published_at) VALUES (1, 0, NULL)
+    ON CONFLICT DO NOTHING;
 "#;
 
 /// The schema version this build writes.
@@ -292,6 +318,104 @@ impl PgConnection {
             .map_err(DbError::from)
             .db(|| format!("committing {op}"))?;
         Ok(value)
+    }
+}
+
+/// What a second connection to the registry's database needs.
+pub(crate) struct Connector {
+    config: Config,
+    tls: MakeRustlsConnect,
+    target: String,
+}
+
+impl PgConnection {
+    pub(crate) fn connector(&self) -> Connector {
+        Connector {
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+            target: self.target.clone(),
+        }
+    }
+}
+
+impl Connector {
+    /// Opens a connection and takes the session-level advisory lock `key`
+    /// on it, waiting at most `wait` for another session to release it
+    /// (PostgreSQL's `lock_timeout`; then a busy error).
+    pub(crate) fn session_lock(self, key: i64, wait: Duration, what: &str) -> Result<SessionLock> {
+        off_runtime(move || {
+            let mut client = self
+                .config
+                .connect(self.tls)
+                .map_err(|e| RegistryError::Connect {
+                    target: self.target.clone(),
+                    source: e.into(),
+                })?;
+            let millis = wait.as_millis().clamp(1, i32::MAX as u128);
+            client
+                .batch_execute(&format!(
+                    "SET lock_timeout = {millis}; \
+                     SET tcp_keepalives_idle = {LOCK_KEEPALIVE_IDLE_S}; \
+                     SET tcp_keepalives_interval = {LOCK_KEEPALIVE_INTERVAL_S}; \
+                     SET tcp_keepalives_count = {LOCK_KEEPALIVE_COUNT}"
+                ))
+                .map_err(DbError::from)
+                .db(|| format!("setting up the session of the {what}"))?;
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&key])
+                .map_err(DbError::from)
+                .db(|| {
+                    format!(
+                        "taking the {what} (another earmark process held it for {:.0} s)",
+                        wait.as_secs_f64()
+                    )
+                })?;
+            Ok(SessionLock {
+                client: Some(client),
+                key,
+            })
+        })
+    }
+}
+
+/// A session-level advisory lock held on a connection of its own. Dropping
+/// it unlocks and closes the connection; if the process dies instead, the
+/// server ends the session and the lock with it.
+pub(crate) struct SessionLock {
+    client: Option<Client>,
+    key: i64,
+}
+
+impl SessionLock {
+    /// Checks that the session (and so the lock) is still there.
+    pub(crate) fn check(&mut self) -> Result<()> {
+        let Some(client) = self.client.as_mut() else {
+            return Err(RegistryError::Invalid {
+                field: "lock",
+                reason: "the lock was released".into(),
+            });
+        };
+        off_runtime(|| {
+            client
+                .batch_execute("SELECT 1")
+                .map_err(DbError::from)
+                .db(|| "checking that the index write lock is still held".into())
+        })
+    }
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        if let Some(mut client) = self.client.take() {
+            let key = self.key;
+            off_runtime(move || {
+                // Closing the session releases the lock too; unlocking first
+                // lets the next writer in without waiting for the server to
+                // notice the closed connection.
+                let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&key]);
+                drop(client);
+            });
+        }
     }
 }
 

@@ -24,7 +24,22 @@ use rusqlite::Connection;
 use super::error::{RegistryError, Result};
 
 /// Schema migrations; index `i` upgrades from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+
+/// The index generation the registry vouches for: one row, raised by every
+/// writer of the index after its change is committed (see
+/// `registry::index_generation`). Screening refuses a verdict from an index
+/// snapshot older than it. Written so that it can run again on a database
+/// that already has it (a version number set back by hand).
+const MIGRATION_3: &str = r#"
+CREATE TABLE IF NOT EXISTS index_generation (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    generation   INTEGER NOT NULL CHECK (generation >= 0),
+    published_at TEXT
+);
+INSERT INTO index_generation (id, generation, published_at) VALUES (1, 0, NULL)
+    ON CONFLICT DO NOTHING;
+"#;
 
 /// One submission-id rule (`screening::SubmissionId`): ledger rows that stored
 /// a content hash as bare hex get the `sha256:` prefix, so they aggregate with

@@ -39,6 +39,31 @@ impl Registry {
         initial_consents: &[NewConsent],
         actor: &str,
     ) -> Result<Work> {
+        self.add_work_publishing(new, initial_consents, actor, None)
+    }
+
+    /// [`Registry::add_work`] for a work whose fingerprints are in index
+    /// generation `index_generation`: the same transaction raises the
+    /// published index generation to it ([`Registry::index_generation`]),
+    /// so no process sees the work registered without also seeing that its
+    /// index must be at least that new.
+    pub fn add_work_indexed(
+        &self,
+        new: NewWork,
+        initial_consents: &[NewConsent],
+        actor: &str,
+        index_generation: u64,
+    ) -> Result<Work> {
+        self.add_work_publishing(new, initial_consents, actor, Some(index_generation))
+    }
+
+    fn add_work_publishing(
+        &self,
+        new: NewWork,
+        initial_consents: &[NewConsent],
+        actor: &str,
+        index_generation: Option<u64>,
+    ) -> Result<Work> {
         let new = validate_new_work(new)?;
         let actor = validate_actor(actor)?;
         let now = self.now();
@@ -68,6 +93,9 @@ impl Registry {
             )?;
             for c in initial_consents {
                 consent::insert_audited(tx, reg_no, &new.id, c, now, actor)?;
+            }
+            if let Some(generation) = index_generation {
+                super::index_generation::publish(tx, generation, &now_s)?;
             }
             Ok(())
         })?;

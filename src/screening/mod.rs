@@ -11,6 +11,14 @@
 //!   works the registry does not hold (left by an interrupted registration, or
 //!   a replica whose registry lags its index): the policy flags those for
 //!   review, so such audio is never silently allowed.
+//! * **An index no older than the registry.** A verdict from an index
+//!   snapshot older than the generation the registry vouches for
+//!   ([`crate::registry::index_generation`]) could miss a work the registry
+//!   already holds. [`current_index`] is the precondition an entry point
+//!   that follows a shared index (the service's replicas) runs before
+//!   screening: it re-opens a snapshot that is behind, waits a bounded time
+//!   for it to catch up, and otherwise fails with
+//!   [`ScreeningError::IndexBehind`] — never a verdict.
 //! * The ledger is written only for `allow` verdicts with attributions, once
 //!   per (submission id, work, purpose): a re-run, a resumed scan or a retried
 //!   request writes nothing new. A screener built without a ledger
@@ -19,6 +27,8 @@
 mod submission;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
@@ -26,10 +36,10 @@ use crate::decode::{AudioInfo, DecodeLimits};
 use crate::error::EngineError;
 use crate::fingerprint::audio::fingerprint_file_observed;
 use crate::fingerprint::{Fingerprint, Side};
-use crate::index::Index;
+use crate::index::{Index, IndexError};
 use crate::matcher::{self, HitGatherer, Match, MatcherConfig};
 use crate::policy::{self, Decision, PolicyConfig, PolicyError, Verdict, VerdictContext};
-use crate::registry::{Registry, Scope};
+use crate::registry::{Registry, RegistryError, Scope};
 
 pub use submission::{
     MAX_SUBMISSION_ID_LEN, PRINTS_PREFIX, SHA256_PREFIX, SubmissionId, SubmissionIdError,
@@ -59,6 +69,89 @@ pub struct Screened {
 pub enum ScreeningError {
     #[error(transparent)]
     Policy(Box<PolicyError>),
+    /// The index snapshot is older than the generation the registry vouches
+    /// for, and did not catch up within the wait.
+    #[error(
+        "the index here is at generation {held}, the registry requires generation {required} \
+         (waited {waited_s:.1} s for the index to catch up); a registration or removal is not \
+         visible here yet, so no verdict is given: retry, or use another replica"
+    )]
+    IndexBehind {
+        required: u64,
+        held: u64,
+        waited_s: f64,
+    },
+    #[error(transparent)]
+    Registry(Box<RegistryError>),
+    #[error(transparent)]
+    Index(Box<IndexError>),
+}
+
+impl From<RegistryError> for ScreeningError {
+    fn from(err: RegistryError) -> Self {
+        Self::Registry(Box::new(err))
+    }
+}
+
+impl From<IndexError> for ScreeningError {
+    fn from(err: IndexError) -> Self {
+        Self::Index(Box::new(err))
+    }
+}
+
+/// Where an entry point gets its index snapshots from, for [`current_index`].
+pub trait IndexSnapshots {
+    /// The snapshot in use (cheap; may be a cached one).
+    fn snapshot(&self) -> Result<Arc<Index>, IndexError>;
+    /// A snapshot read from the index directory now, bypassing any cache
+    /// (a shared file system may report a replaced manifest late).
+    fn reopen(&self) -> Result<Arc<Index>, IndexError>;
+}
+
+/// First and longest pause while waiting for the index to catch up.
+const CATCH_UP_PAUSE_FIRST: Duration = Duration::from_millis(10);
+const CATCH_UP_PAUSE_MAX: Duration = Duration::from_millis(250);
+
+/// The precondition of a verdict on an index the registry describes: a
+/// snapshot at least as new as the generation the registry vouches for
+/// ([`Registry::index_generation`], one indexed read). A snapshot that is
+/// behind is re-opened, again and again with growing pauses, for at most
+/// `wait`; if it is still behind then, [`ScreeningError::IndexBehind`].
+pub fn current_index(
+    snapshots: &(impl IndexSnapshots + ?Sized),
+    registry: &Registry,
+    wait: Duration,
+) -> Result<Arc<Index>, ScreeningError> {
+    let required = registry.index_generation()?;
+    let index = snapshots.snapshot()?;
+    if index.generation() >= required {
+        return Ok(index);
+    }
+    let started = Instant::now();
+    let mut pause = CATCH_UP_PAUSE_FIRST;
+    loop {
+        let index = snapshots.reopen()?;
+        let held = index.generation();
+        if held >= required {
+            tracing::info!(
+                generation = held,
+                waited_s = started.elapsed().as_secs_f64(),
+                "index caught up with the registry"
+            );
+            return Ok(index);
+        }
+        let waited = started.elapsed();
+        if waited >= wait {
+            tracing::warn!(required, held, "index behind the registry: no verdict");
+            return Err(ScreeningError::IndexBehind {
+                required,
+                held,
+                waited_s: waited.as_secs_f64(),
+            });
+        }
+        std::thread::sleep(pause.min(wait - waited));
+        pause = (pause * 2).min(CATCH_UP_PAUSE_MAX);
+    }
 }
 
 impl From<PolicyError> for ScreeningError {

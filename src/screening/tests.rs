@@ -181,3 +181,85 @@ fn works_the_registry_does_not_hold_are_flagged_not_allowed() {
     assert!(!screened.verdict.evidence[0].registered);
     assert_eq!(screened.attributions_recorded, 0);
 }
+
+/// Snapshots of an index directory: a cached one, and a re-open that
+/// reports the directory's state only from the `fresh_after`-th call on
+/// (a shared file system that shows a replaced manifest late).
+struct LaggingSnapshots {
+    dir: PathBuf,
+    cached: std::sync::Arc<Index>,
+    stale: std::sync::Arc<Index>,
+    reopened: std::sync::atomic::AtomicUsize,
+    fresh_after: usize,
+}
+
+impl IndexSnapshots for LaggingSnapshots {
+    fn snapshot(&self) -> Result<std::sync::Arc<Index>, IndexError> {
+        Ok(std::sync::Arc::clone(&self.cached))
+    }
+
+    fn reopen(&self) -> Result<std::sync::Arc<Index>, IndexError> {
+        let n = self
+            .reopened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n + 1 >= self.fresh_after {
+            Ok(std::sync::Arc::new(Index::open(&self.dir)?))
+        } else {
+            Ok(std::sync::Arc::clone(&self.stale))
+        }
+    }
+}
+
+#[test]
+fn a_snapshot_behind_the_registry_is_reopened_or_refused_never_used() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    let (dir, registry) = open_temp();
+    let data = DataDir::new(dir.path());
+    let limits = DecodeLimits::default();
+    let writer = data.index_writer().unwrap();
+    let first = prepare_work("a", &clip("wesnoth-heroes-rite"), &limits).unwrap();
+    commit_works(&writer, &[first]).unwrap();
+    let old = Arc::new(data.open_index().unwrap());
+    let snapshots = |fresh_after| LaggingSnapshots {
+        dir: data.index_dir(),
+        cached: Arc::clone(&old),
+        stale: Arc::clone(&old),
+        reopened: Default::default(),
+        fresh_after,
+    };
+    // Registry and snapshot agree: the cached snapshot, no re-open.
+    let current = current_index(&snapshots(1), &registry, Duration::ZERO).unwrap();
+    assert!(Arc::ptr_eq(&current, &old));
+
+    // Another process registers a work: generation 2 in the directory and
+    // in the registry; this process still holds generation 1.
+    let second = prepare_work("b", &clip("wesnoth-northerners"), &limits).unwrap();
+    let generation = commit_works(&writer, &[second]).unwrap();
+    registry.publish_index_generation(generation).unwrap();
+    // The directory shows it at once: re-opened, used.
+    let current = current_index(&snapshots(1), &registry, Duration::ZERO).unwrap();
+    assert_eq!((current.generation(), current.contains("b")), (2, true));
+    // It shows it on the third look: waited for.
+    let lagging = snapshots(3);
+    let current = current_index(&lagging, &registry, Duration::from_secs(60)).unwrap();
+    assert_eq!(current.generation(), 2);
+    assert_eq!(
+        lagging.reopened.load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    // It never shows it within the wait: refused, with both generations.
+    let err =
+        current_index(&snapshots(usize::MAX), &registry, Duration::from_millis(30)).unwrap_err();
+    match &err {
+        ScreeningError::IndexBehind { required, held, .. } => {
+            assert_eq!((*required, *held), (2, 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("generation 1") && text.contains("generation 2"),
+        "{text}"
+    );
+}

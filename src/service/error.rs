@@ -20,6 +20,7 @@ use crate::error::EngineError;
 use crate::index::IndexError;
 use crate::policy::PolicyError;
 use crate::registry::RegistryError;
+use crate::screening::ScreeningError;
 
 /// `ErrorInfo.domain` of every error this service returns.
 pub const ERROR_DOMAIN: &str = "earmark.v1";
@@ -56,6 +57,9 @@ pub enum ServiceError {
     Registry(Box<RegistryError>),
     #[error(transparent)]
     Policy(Box<PolicyError>),
+    /// The screening use case's own refusals (an index behind the registry).
+    #[error(transparent)]
+    Screening(Box<ScreeningError>),
     /// Reading the client's stream failed (caller gone, oversized message…).
     #[error("reading the request stream: {}", .0.message())]
     Stream(Box<Status>),
@@ -81,10 +85,13 @@ impl From<PolicyError> for ServiceError {
     }
 }
 
-impl From<crate::screening::ScreeningError> for ServiceError {
-    fn from(err: crate::screening::ScreeningError) -> Self {
+impl From<ScreeningError> for ServiceError {
+    fn from(err: ScreeningError) -> Self {
         match err {
-            crate::screening::ScreeningError::Policy(e) => ServiceError::Policy(e),
+            ScreeningError::Policy(e) => ServiceError::Policy(e),
+            ScreeningError::Registry(e) => ServiceError::Registry(e),
+            ScreeningError::Index(e) => ServiceError::from(*e),
+            other @ ScreeningError::IndexBehind { .. } => ServiceError::Screening(Box::new(other)),
         }
     }
 }
@@ -214,6 +221,20 @@ impl ServiceError {
                 PolicyError::Registry { source, .. } => classify_registry(source),
                 _ => Class::internal(),
             },
+            ServiceError::Screening(e) => match e.as_ref() {
+                ScreeningError::IndexBehind { required, held, .. } => {
+                    Class::new(Code::Unavailable, "INDEX_BEHIND")
+                        .retry(RETRY_INDEX_BEHIND)
+                        .meta("required_generation", required)
+                        .meta("held_generation", held)
+                }
+                ScreeningError::Registry(r) => classify_registry(r),
+                ScreeningError::Index(i) => classify_index(i),
+                ScreeningError::Policy(p) => match p.as_ref() {
+                    PolicyError::Registry { source, .. } => classify_registry(source),
+                    _ => Class::internal(),
+                },
+            },
             ServiceError::Internal(_) => Class::internal(),
         }
     }
@@ -225,6 +246,8 @@ const RETRY_NOT_READY: Duration = Duration::from_secs(1);
 const RETRY_OVERLOADED: Duration = Duration::from_millis(500);
 /// Suggested retry delay when the index or registry is locked by another process.
 const RETRY_LOCKED: Duration = Duration::from_secs(2);
+/// Suggested retry delay when this replica's index is behind the registry.
+const RETRY_INDEX_BEHIND: Duration = Duration::from_secs(1);
 
 /// Code and details of one error.
 struct Class {
@@ -344,12 +367,17 @@ fn classify_index(i: &IndexError) -> Class {
         IndexError::Locked { .. } => {
             Class::new(Code::Unavailable, "INDEX_LOCKED").retry(RETRY_LOCKED)
         }
+        // The index directory cannot be read or written (a shared file
+        // system gone or failing, a full disk): retry, here or elsewhere.
+        IndexError::Io { .. } => {
+            Class::new(Code::Unavailable, "INDEX_UNAVAILABLE").retry(RETRY_LOCKED)
+        }
         IndexError::DuplicateWork { .. } => Class::new(Code::AlreadyExists, "WORK_EXISTS"),
         IndexError::UnknownWork { work_id } => Class::not_found(work_id),
         IndexError::ReferenceTooLong { .. } => {
             Class::new(Code::InvalidArgument, "REFERENCE_TOO_LONG").field("audio", i.to_string())
         }
-        // I/O, corruption, format or config mismatch, and anything added later.
+        // Corruption, format or config mismatch, and anything added later.
         _ => Class::internal(),
     }
 }
@@ -404,6 +432,15 @@ mod tests {
                 Code::ResourceExhausted,
             ),
             (ServiceError::NotReady("x".into()), Code::Unavailable),
+            (
+                ScreeningError::IndexBehind {
+                    required: 5,
+                    held: 4,
+                    waited_s: 3.0,
+                }
+                .into(),
+                Code::Unavailable,
+            ),
             (ServiceError::WorkNotFound("w".into()), Code::NotFound),
             (ServiceError::Internal("boom".into()), Code::Internal),
             (
@@ -443,6 +480,25 @@ mod tests {
             details.request_info().map(|r| r.request_id.as_str()),
             Some("req-1")
         );
+
+        let status = ServiceError::from(ScreeningError::IndexBehind {
+            required: 7,
+            held: 6,
+            waited_s: 3.0,
+        })
+        .into_status("req-3");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().contains("generation 6") && status.message().contains("generation 7"),
+            "{}",
+            status.message()
+        );
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "INDEX_BEHIND");
+        assert_eq!(info.metadata["required_generation"], "7");
+        assert_eq!(info.metadata["held_generation"], "6");
+        assert!(details.retry_info().is_some());
 
         let status = ServiceError::Internal("secret path /x".into()).into_status("req-2");
         assert!(!status.message().contains("secret"));

@@ -3,7 +3,9 @@
 //! The async handler authenticates, reads the client stream within its
 //! limits, admits the job (or sheds it), then hands it to the CPU pool:
 //! decode → fingerprint → match → policy → ledger. The job stops at its next
-//! check once the caller has gone or the deadline has passed.
+//! check once the caller has gone or the deadline has passed. Matching uses
+//! an index snapshot no older than the generation the registry vouches for
+//! (`Ready::current_index`), or the request fails `UNAVAILABLE`.
 
 use std::sync::Arc;
 
@@ -441,7 +443,13 @@ fn decide(
     audio: pb::AudioSummary,
     cancel: &Cancel,
 ) -> Result<Screened, ServiceError> {
-    let index: Arc<_> = ready.index()?;
+    // Fail closed: never a verdict from an index older than the registry.
+    let wait = cancel
+        .time_left()
+        .map_or(settings.index_sync_timeout, |left| {
+            left.min(settings.index_sync_timeout)
+        });
+    let index: Arc<_> = ready.current_index(wait)?;
     let screener = Screener::new(&index, &ready.reader, &request.policy, &settings.matcher)
         .recording_if(request.record_attributions, ready.writer_registry());
     let matches = matcher::find_matches(&index, fingerprint, &settings.matcher);

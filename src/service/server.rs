@@ -1,10 +1,13 @@
 //! Building, starting and stopping the gRPC server.
 //!
 //! Startup: the listener accepts at once, with `grpc.health.v1` reporting
-//! NOT_SERVING, while a background task opens the data directory (index write
-//! lock, registry, reconciliation, index checksum verification). It retries
-//! until that succeeds (e.g. while another process holds the index lock), then
-//! flips health to SERVING. Until then every earmark call is `UNAVAILABLE`.
+//! NOT_SERVING, while a background task opens the data directory (registry,
+//! reconciliation under the index write lock, index checksum verification).
+//! It retries until that succeeds (e.g. while another process holds the
+//! index lock), then flips health to SERVING. Until then every earmark call
+//! is `UNAVAILABLE`. Once serving, health follows the registry database and
+//! the index's generation (NOT_SERVING while the database does not answer or
+//! the index lags the registry).
 //!
 //! Shutdown (SIGTERM/SIGINT, or [`ServerHandle::shutdown`]): health goes
 //! NOT_SERVING, the server waits `drain_grace` so load balancers notice, stops
@@ -42,6 +45,9 @@ pub const DEFAULT_OPEN_RETRY: Duration = Duration::from_secs(2);
 /// Longest wait at shutdown for CPU jobs whose callers have gone (they stop
 /// at their next cancellation check; a registry write in progress completes).
 pub const JOB_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for one health check of the registry and the index before
+/// health goes NOT_SERVING (the check itself is left to finish).
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll interval of [`ServerHandle::wait_ready`].
 const READY_POLL: Duration = Duration::from_millis(20);
 /// HTTP/2 keepalive ping interval (detects callers that vanished).
@@ -74,7 +80,12 @@ pub struct ServerConfig {
     pub policy: PolicyConfig,
     pub tls: Option<TlsPem>,
     pub drain_grace: Duration,
+    /// Wait between attempts to open the data directory, and between
+    /// health checks of the registry and the index once serving.
     pub open_retry: Duration,
+    /// Longest wait for the index to catch up with the generation the
+    /// registry vouches for before a screening is refused (`UNAVAILABLE`).
+    pub index_sync_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -91,6 +102,7 @@ impl ServerConfig {
             tls: None,
             drain_grace: DEFAULT_DRAIN_GRACE,
             open_retry: DEFAULT_OPEN_RETRY,
+            index_sync_timeout: super::state::DEFAULT_INDEX_SYNC_TIMEOUT,
         }
     }
 }
@@ -188,6 +200,7 @@ pub async fn start(
         limits: config.limits.clone(),
         matcher: config.matcher,
         policy: config.policy.clone(),
+        index_sync_timeout: config.index_sync_timeout,
     };
     let shared = Arc::new(Shared::new(settings, config.workers)?);
     let service = Service {
@@ -356,10 +369,12 @@ async fn open_when_possible(
     }
 }
 
-/// While serving, checks every `every` that the registry database answers:
-/// health goes NOT_SERVING while it does not (a PostgreSQL server down or
-/// unreachable; calls that need it fail with `UNAVAILABLE`), and SERVING
-/// again once it does. Ends when the server stops.
+/// While serving, checks every `every` that the registry database answers
+/// and that the index is no older than the generation the registry vouches
+/// for (re-opening it once if it is): health goes NOT_SERVING while either
+/// fails (a PostgreSQL server down or unreachable, or an index that lags
+/// the registry; calls that need them fail with `UNAVAILABLE`), and SERVING
+/// again once both hold. Ends when the server stops.
 async fn watch_registry(
     shared: Arc<Shared>,
     reporter: HealthReporter,
@@ -367,6 +382,9 @@ async fn watch_registry(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut serving = true;
+    // A check that has not finished (a hung file system or database): it is
+    // awaited again rather than started anew.
+    let mut pending: Option<JoinHandle<Result<(), ServiceError>>> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -375,22 +393,33 @@ async fn watch_registry(
         let Ok(ready) = shared.ready() else {
             continue;
         };
-        let checked = tokio::task::spawn_blocking(move || ready.reader.ping())
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let mut check = pending.take().unwrap_or_else(|| {
+            tokio::task::spawn_blocking(move || ready.current_index(Duration::ZERO).map(|_| ()))
+        });
+        let checked = match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, &mut check).await {
+            Ok(joined) => joined
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string())),
+            Err(_) => {
+                pending = Some(check);
+                Err(format!(
+                    "the registry and index check has not answered for {} s",
+                    HEALTH_CHECK_TIMEOUT.as_secs()
+                ))
+            }
+        };
         if *stop.borrow() {
             return;
         }
         match checked {
             Ok(()) if !serving => {
-                tracing::info!("registry database reachable again: SERVING");
+                tracing::info!("registry database reachable and index current: SERVING");
                 set_health(&reporter, ServingStatus::Serving).await;
                 metrics::ready(true);
                 serving = true;
             }
             Err(error) if serving => {
-                tracing::error!(%error, "registry database unreachable: NOT_SERVING");
+                tracing::error!(%error, "registry database unreachable or index behind it: NOT_SERVING");
                 set_health(&reporter, ServingStatus::NotServing).await;
                 metrics::ready(false);
                 serving = false;

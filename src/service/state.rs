@@ -1,13 +1,21 @@
 //! Shared server state: configuration, the opened catalog (once ready), the
 //! current index snapshot, the bounded CPU pool and the load-shedding gate.
 //!
-//! * The server owns the data directory's one [`Catalog`] (index writer lock +
-//!   registry). Writes through it are serialised by a mutex.
+//! * The server owns the data directory's one [`Catalog`] (registry, and with
+//!   a SQLite registry the index writer lock for the server's life; with a
+//!   registry on PostgreSQL the writer is taken per write under the
+//!   registry's index write lock, so replicas can share the index). Writes
+//!   through it are serialised by a mutex.
 //! * Reads (key checks, verdicts, registry queries) use a second registry
 //!   connection, so they never wait for a long write's transaction; SQLite's WAL
 //!   mode makes a committed write visible to the next read.
 //! * The index is an `Arc<Index>` snapshot, re-opened (cheap: mmap) when the
 //!   manifest file changes, whether by our own writes or another process's.
+//!   Before each verdict, [`crate::screening::current_index`] compares its
+//!   generation with the one the registry vouches for and re-opens it, or
+//!   waits up to `index_sync_timeout` for it, when it is behind (a shared
+//!   file system reporting the replaced manifest late); still behind, the
+//!   request fails `UNAVAILABLE` instead of getting a verdict.
 //! * CPU work (decode, fingerprint, match, policy) runs on a dedicated rayon pool
 //!   of fixed size; at most `max_in_flight` such jobs are admitted at once and
 //!   the rest are shed with `RESOURCE_EXHAUSTED` instead of queueing forever.
@@ -21,7 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ServiceError;
 use crate::data_dir::DataDir;
-use crate::index::{Index, MANIFEST_FILE};
+use crate::index::{Index, IndexError, MANIFEST_FILE};
 use crate::matcher::MatcherConfig;
 use crate::policy::PolicyConfig;
 use crate::registration::Catalog;
@@ -94,6 +102,10 @@ impl Limits {
     }
 }
 
+/// Default longest wait for the index to catch up with the generation the
+/// registry vouches for before a screening is refused.
+pub const DEFAULT_INDEX_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Everything the handlers need that is fixed at startup.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -101,6 +113,8 @@ pub struct Settings {
     pub limits: Limits,
     pub matcher: MatcherConfig,
     pub policy: PolicyConfig,
+    /// Longest wait for a lagging index before a screening is refused.
+    pub index_sync_timeout: Duration,
 }
 
 /// State available once the data directory is open and verified.
@@ -140,8 +154,9 @@ fn manifest_stamp(index_dir: &Path) -> Option<ManifestStamp> {
 }
 
 impl Ready {
-    /// Opens the catalog (taking the index write lock), a read connection and
-    /// the index, and verifies the index's checksums. Blocking.
+    /// Opens the catalog (reconciling index and registry under the index
+    /// write lock), a read connection and the index, and verifies the
+    /// index's checksums. Blocking.
     pub fn open(data: &DataDir) -> Result<Self, ServiceError> {
         let catalog = Catalog::open(data)?;
         let reader = data.open_registry()?;
@@ -170,6 +185,10 @@ impl Ready {
 
     /// The current index, re-opened first if the manifest changed. Blocking.
     pub fn index(&self) -> Result<Arc<Index>, ServiceError> {
+        Ok(self.stamped_index()?)
+    }
+
+    fn stamped_index(&self) -> Result<Arc<Index>, IndexError> {
         let stamp = manifest_stamp(&self.catalog.data.index_dir());
         {
             let snap = self
@@ -183,21 +202,30 @@ impl Ready {
         self.reload(stamp)
     }
 
-    fn reload(&self, stamp: Option<ManifestStamp>) -> Result<Arc<Index>, ServiceError> {
-        let index = Arc::new(self.catalog.data.open_index()?);
-        tracing::info!(
-            generation = index.generation(),
-            works = index.live_work_count(),
-            "index re-opened"
-        );
-        super::metrics::index_size(&index);
+    fn reload(&self, stamp: Option<ManifestStamp>) -> Result<Arc<Index>, IndexError> {
+        let index = Arc::new(Index::open(&self.catalog.data.index_dir())?);
         let mut snap = self
             .index
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if snap.index.generation() != index.generation() {
+            tracing::info!(
+                generation = index.generation(),
+                works = index.live_work_count(),
+                "index re-opened"
+            );
+            super::metrics::index_size(&index);
+        }
         snap.index = Arc::clone(&index);
         snap.stamp = stamp;
         Ok(index)
+    }
+
+    /// The index to screen against: no older than the generation the
+    /// registry vouches for, waiting at most `wait` for it
+    /// ([`crate::screening::current_index`]). Blocking.
+    pub fn current_index(&self, wait: Duration) -> Result<Arc<Index>, ServiceError> {
+        Ok(crate::screening::current_index(self, &self.reader, wait)?)
     }
 
     /// The current snapshot without checking the manifest (metrics, logs).
@@ -230,6 +258,16 @@ impl Ready {
 
     pub fn data_root(&self) -> &PathBuf {
         &self.catalog.data.root
+    }
+}
+
+impl crate::screening::IndexSnapshots for Ready {
+    fn snapshot(&self) -> Result<Arc<Index>, IndexError> {
+        self.stamped_index()
+    }
+
+    fn reopen(&self) -> Result<Arc<Index>, IndexError> {
+        self.reload(manifest_stamp(&self.catalog.data.index_dir()))
     }
 }
 
@@ -423,6 +461,12 @@ impl Cancel {
     /// True once the work should be abandoned.
     pub fn is_raised(&self) -> bool {
         self.flag.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Time left before the request's deadline, if it has one.
+    pub fn time_left(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// `Err` (cancelled or deadline exceeded) once the work should stop.
