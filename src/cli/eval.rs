@@ -167,31 +167,34 @@ fn reference_index(set: &Path, rebuild: bool, catalog_hours: Option<f64>) -> Res
     Ok(data)
 }
 
-/// Adds scrambled replicas of `works` (ids `pad<replica>-<work>`) until the
-/// index holds `target_hours`.
+/// Adds scrambled replicas of `works` (ids `pad<replica>-<work>`; hashes
+/// and peaks moved, see [`crate::index::padding`]) until the index holds
+/// `target_hours`.
 fn pad_catalog(
     writer: &crate::index::IndexWriter,
     works: &[crate::registration::PreparedWork],
     real_hours: f64,
     target_hours: f64,
 ) -> Result<()> {
+    use crate::fingerprint::{PeakPoint, Print};
     use crate::index::NewWork;
-    use crate::index::padding::replica_prints;
+    use crate::index::padding::{replica_peaks, replica_prints};
     use crate::index::segment::SegmentWork;
     if works.is_empty() || real_hours >= target_hours {
         return Ok(());
     }
     let started = Instant::now();
     let mut hours = real_hours;
-    let mut batch: Vec<(SegmentWork, Vec<crate::fingerprint::Print>, usize)> = Vec::new();
+    type Replica = (SegmentWork, Vec<Print>, Vec<PeakPoint>);
+    let mut batch: Vec<Replica> = Vec::new();
     let mut batch_hours = 0.0;
-    let flush = |batch: &mut Vec<(SegmentWork, Vec<crate::fingerprint::Print>, usize)>| {
+    let flush = |batch: &mut Vec<Replica>| {
         let entries: Vec<NewWork<'_>> = batch
             .iter()
-            .map(|(work, prints, source)| NewWork {
+            .map(|(work, prints, peaks)| NewWork {
                 work,
                 prints,
-                peaks: &works[*source].fingerprint.peaks,
+                peaks,
             })
             .collect();
         let result = writer.add_works(&entries);
@@ -200,7 +203,7 @@ fn pad_catalog(
         result
     };
     'replicas: for replica in 1u64.. {
-        for (source, work) in works.iter().enumerate() {
+        for work in works {
             if hours >= target_hours {
                 break 'replicas;
             }
@@ -212,7 +215,7 @@ fn pad_catalog(
                     prints: work.fingerprint.prints.len() as u64,
                 },
                 replica_prints(&work.fingerprint.prints, replica),
-                source,
+                replica_peaks(&work.fingerprint.peaks, replica),
             ));
             hours += work_hours;
             batch_hours += work_hours;
