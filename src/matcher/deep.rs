@@ -289,7 +289,8 @@ impl DeepSearch {
         // The best offset of the window elsewhere in the work: beyond
         // ±DEEP_RIVAL_GUARD_FRAMES of every offset taken.
         let guard = DEEP_RIVAL_GUARD_FRAMES;
-        let mut elsewhere: Vec<std::ops::Range<usize>> = vec![0..boxed.len()];
+        let mut elsewhere: Vec<std::ops::Range<usize>> = Vec::with_capacity(2 * best.len() + 1);
+        elsewhere.push(0..boxed.len());
         for &(_, o) in &best {
             let i = o - lo;
             let (cut_lo, cut_hi) = (i.saturating_sub(guard), i + guard + 1);
