@@ -49,6 +49,26 @@ fn make_set(dir: &Path, works: &[&str], positive: &str, absent: &str) {
     );
 }
 
+/// Runs `earmark eval` with `args`, its JSON report written into `dir`.
+fn run_eval(dir: &Path, args: &[&std::ffi::OsStr]) -> Value {
+    let out = dir.join("report.json");
+    let run = Command::new(BIN)
+        .env_remove("EARMARK_EVAL")
+        .env_remove("EARMARK_DATA")
+        .arg("eval")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "eval failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_slice(&fs::read(&out).unwrap()).unwrap()
+}
+
 #[test]
 fn pooled_sets_each_run_against_their_own_index() {
     let tmp = tempfile::tempdir().unwrap();
@@ -68,25 +88,15 @@ fn pooled_sets_each_run_against_their_own_index() {
         "wesnoth-northerners",
         "wesnoth-heroes-rite",
     );
-    let out = tmp.path().join("pooled.json");
-    let run = Command::new(BIN)
-        .env_remove("EARMARK_EVAL")
-        .env_remove("EARMARK_DATA")
-        .arg("eval")
-        .arg("--set")
-        .arg(&a)
-        .arg("--set")
-        .arg(&b)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "eval failed: {}",
-        String::from_utf8_lossy(&run.stderr)
+    let report = run_eval(
+        tmp.path(),
+        &[
+            "--set".as_ref(),
+            a.as_os_str(),
+            "--set".as_ref(),
+            b.as_os_str(),
+        ],
     );
-    let report: Value = serde_json::from_slice(&fs::read(&out).unwrap()).unwrap();
     assert_eq!(report["queries"], 6);
     assert_eq!(report["false_positives"], 0, "{report:#}");
     let outcomes = report["outcomes"].as_array().unwrap();
@@ -145,22 +155,15 @@ fn catalog_padding_fills_the_index_and_keeps_the_right_work() {
         "wesnoth-heroes-rite",
         "wesnoth-northerners",
     );
-    let out = tmp.path().join("padded.json");
-    let run = Command::new(BIN)
-        .env_remove("EARMARK_EVAL")
-        .env_remove("EARMARK_DATA")
-        .args(["eval", "--catalog-hours", "2", "--set"])
-        .arg(&set)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "eval failed: {}",
-        String::from_utf8_lossy(&run.stderr)
+    let report = run_eval(
+        tmp.path(),
+        &[
+            "--catalog-hours".as_ref(),
+            "2".as_ref(),
+            "--set".as_ref(),
+            set.as_os_str(),
+        ],
     );
-    let report: Value = serde_json::from_slice(&fs::read(&out).unwrap()).unwrap();
     let outcomes = report["outcomes"].as_array().unwrap();
     let positive = outcomes
         .iter()

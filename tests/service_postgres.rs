@@ -14,31 +14,10 @@ use std::time::Duration;
 use earmark::data_dir::DataDir;
 use earmark::registry::{Registry, RegistryLocation};
 use service_support::*;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 /// How long health may take to follow the database.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn health(url: &str) -> Option<ServingStatus> {
-    let channel = earmark::client::connect(url, None).await.ok()?;
-    let r = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: "".into() })
-        .await
-        .ok()?;
-    Some(r.into_inner().status())
-}
-
-async fn wait_health(url: &str, want: ServingStatus) {
-    let reached = tokio::time::timeout(HEALTH_TIMEOUT, async {
-        while health(url).await != Some(want) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(reached.is_ok(), "health did not become {want:?}");
-}
 
 /// The synchronous PostgreSQL client may not run on an async runtime's
 /// threads: set-up and checks run outside it.
@@ -81,10 +60,10 @@ async fn outage(cfg: earmark::service::ServerConfig, pg: &mut cluster::PgCluster
         .await
         .expect("screening with the database up");
     assert_eq!(decision(&r), earmark::proto::Decision::Block);
-    assert_eq!(health(&url).await, Some(ServingStatus::Serving));
+    assert_eq!(health_of(&url).await, Some(ServingStatus::Serving));
 
     pg.stop();
-    wait_health(&url, ServingStatus::NotServing).await;
+    wait_health_of(&url, ServingStatus::NotServing, HEALTH_TIMEOUT).await;
     for rel in ["submissions/excerpt-mp3.mp3", "submissions/pitched.ogg"] {
         match screen(&mut client, rel).await {
             Ok(r) => assert_ne!(
@@ -97,7 +76,7 @@ async fn outage(cfg: earmark::service::ServerConfig, pg: &mut cluster::PgCluster
     }
 
     pg.start_server();
-    wait_health(&url, ServingStatus::Serving).await;
+    wait_health_of(&url, ServingStatus::Serving, HEALTH_TIMEOUT).await;
     let r = screen(&mut client, "submissions/excerpt-mp3.mp3")
         .await
         .expect("screening after the database came back");
@@ -283,7 +262,7 @@ async fn spawn_server(data: &std::path::Path, registry: &str) -> (std::process::
         .expect("server logged its address")
         .expect("addr= in the log line");
     let url = format!("http://{addr}");
-    wait_health(&url, ServingStatus::Serving).await;
+    wait_health_of(&url, ServingStatus::Serving, HEALTH_TIMEOUT).await;
     (child, url)
 }
 

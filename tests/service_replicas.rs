@@ -32,9 +32,7 @@ use earmark::registry::{Registry, RegistryLocation};
 use earmark::service::ServerHandle;
 use service_support::*;
 use tonic::Code;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_earmark");
@@ -74,25 +72,6 @@ async fn replica(data: &DataDir, sync_timeout: Duration) -> ServerHandle {
     insecure(&mut cfg);
     cfg.index_sync_timeout = sync_timeout;
     start(cfg).await
-}
-
-async fn health(server: &ServerHandle) -> Option<ServingStatus> {
-    let channel = client::connect(&url(server), None).await.ok()?;
-    let r = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: "".into() })
-        .await
-        .ok()?;
-    Some(r.into_inner().status())
-}
-
-async fn wait_health(server: &ServerHandle, want: ServingStatus) {
-    let reached = tokio::time::timeout(HEALTH_TIMEOUT, async {
-        while health(server).await != Some(want) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(reached.is_ok(), "health did not become {want:?}");
 }
 
 /// Registers heroes-rite, opted out of AI training, through `server`.
@@ -298,13 +277,13 @@ fn a_replica_behind_the_registry_is_unavailable_until_its_index_catches_up() {
                 status.message()
             );
         }
-        wait_health(&c, ServingStatus::NotServing).await;
+        wait_health_of(&url(&c), ServingStatus::NotServing, HEALTH_TIMEOUT).await;
         // A keeps serving.
-        assert_eq!(health(&a).await, Some(ServingStatus::Serving));
+        assert_eq!(health_of(&url(&a)).await, Some(ServingStatus::Serving));
 
         // C's index catches up: C serves again, with the new work.
         catch_up(&data.index_dir(), &stale.index_dir());
-        wait_health(&c, ServingStatus::Serving).await;
+        wait_health_of(&url(&c), ServingStatus::Serving, HEALTH_TIMEOUT).await;
         let r = screen(&mut on_c, "submissions/excerpt-mp3.mp3")
             .await
             .unwrap();

@@ -247,3 +247,30 @@ pub fn noise_wav(seconds: u32, rate_hz: u32) -> Vec<u8> {
     }
     out
 }
+
+/// The overall health a server at `url` reports (`None` if it cannot be asked).
+pub async fn health_of(
+    url: &str,
+) -> Option<tonic_health::pb::health_check_response::ServingStatus> {
+    let channel = client::connect(url, None).await.ok()?;
+    let response = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: "".into() })
+        .await
+        .ok()?;
+    Some(response.into_inner().status())
+}
+
+/// Waits until the server at `url` reports `want`; fails after `within`.
+pub async fn wait_health_of(
+    url: &str,
+    want: tonic_health::pb::health_check_response::ServingStatus,
+    within: Duration,
+) {
+    let reached = tokio::time::timeout(within, async {
+        while health_of(url).await != Some(want) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "health of {url} did not become {want:?}");
+}
