@@ -22,6 +22,11 @@
 #   guitar) and guitar.ogg the lead-guitar stem the game fades in/out; song.ogg is what
 #   make-eval-set.py treats as "the recording"; stems are never registered as references.
 #
+# Recorded speech (the voice-* conditions of make-eval-set.py: music under a
+# human voice, where the speech-* conditions use espeak-ng):
+#   codec2-examples (LGPL-2.1): root/usr/share/codec2/wav/*.wav   8 kHz mono test
+#   recordings of several male and female speakers (about 4 min used)
+#
 # The unseen part (--unseen; about 3.5 h, Ogg/Vorbis): music from three more
 # games, kept apart from tuning: accuracy on music never tuned on, and
 # unregistered music for the false-positive runs.
@@ -30,7 +35,7 @@
 #   hedgewars-data (GPL-2 / CC-BY-SA-3.0, see copyright): root/usr/share/games/hedgewars/Data/Music/*.ogg
 set -euo pipefail
 
-PKGS=(wesnoth-1.16-music fretsonfire-songs-muldjord fretsonfire-songs-sectoid)
+PKGS=(wesnoth-1.16-music fretsonfire-songs-muldjord fretsonfire-songs-sectoid codec2-examples)
 UNSEEN_PKGS=(colobot-common-sounds freedroidrpg-data hedgewars-data)
 unseen=0
 for arg in "$@"; do
@@ -86,6 +91,7 @@ echo "corpus: $CORPUS"
 echo "  wesnoth music (full mixes):       $WES/*.ogg  ($n_wes files)"
 echo "  fretsonfire songs (full mixes):   $FOF/*/*/song.ogg  ($n_fof files)"
 echo "  fretsonfire stems (not refs):     $FOF/*/*/guitar.ogg etc.  ($n_stem files)"
+echo "  recorded speech (voice-*):        $CORPUS/root/usr/share/codec2/wav/*.wav  ($(find "$CORPUS/root/usr/share/codec2/wav" -name '*.wav' 2>/dev/null | wc -l) files)"
 echo "  licences:                         $CORPUS/root/usr/share/doc/<pkg>/copyright"
 if [ "$unseen" -eq 1 ]; then
   for d in usr/share/games/colobot/music usr/share/freedroidrpg/data/sound/music \

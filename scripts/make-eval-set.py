@@ -74,6 +74,18 @@ UNSEEN_SAME_MUSIC = {
 UNSEEN_PACKAGES = {"colobot": "colobot-common-sounds", "freedroidrpg": "freedroidrpg-data",
                    "hedgewars": "hedgewars-data"}
 
+# Recorded human speech (codec2-examples, LGPL-2.1: David Rowe's codec test
+# recordings, several male and female speakers, 8 kHz, about 4 min). Recordings
+# with a continuous noise floor (david4, vk2tpm_004: radio hiss) or already
+# coded (f2400, m2400) are left out.
+RECORDED_SPEECH_DIR = "usr/share/codec2/wav"
+RECORDED_SPEECH_PACKAGE = "codec2-examples"
+RECORDED_SPEECH = ["all", "big_dog", "cross", "forig", "hts1a", "hts2a", "mmt1", "morig",
+                   "ve9qrp", "vk5qi"]
+# Utterances cut from the recordings (seconds) and the pauses between them.
+VOICE_PIECE_S = (1.5, 6.0)
+VOICE_PAUSE_S = (0.1, 0.6)
+
 SEMITONE = 2.0 ** (1.0 / 12.0)
 
 # name -> spec. speed = reference seconds per query second, pitch = query f / reference f
@@ -105,6 +117,10 @@ CONDITIONS = {
     "speech-10db": dict(kind="speechbed", music_db=-10.0),
     "speech-15db": dict(kind="speechbed", music_db=-15.0),
     "speech-20db": dict(kind="speechbed", music_db=-20.0),
+    # The same with recorded human speech (RECORDED_SPEECH) instead of espeak-ng.
+    "voice-10db": dict(kind="voicebed", music_db=-10.0),
+    "voice-15db": dict(kind="voicebed", music_db=-15.0),
+    "voice-20db": dict(kind="voicebed", music_db=-20.0),
     # Heavy speed changes ("nightcore" re-uploads and slowed versions).
     "speed+25": dict(kind="sox", fx=["speed", "1.25"], speed=1.25, pitch=1.25),
     "speed-25": dict(kind="sox", fx=["speed", "0.75"], speed=0.75, pitch=0.75),
@@ -167,6 +183,53 @@ def speech_params(rng, seconds):
     return dict(voice=voice + rng.choice(VARIANTS), wpm=wpm, pitch=rng.randint(25, 75),
                 gap=rng.randint(0, 8),
                 text=make_text(rng, lang, int(seconds * wpm / 60.0 * 1.3) + 8))
+
+
+def voice_params(rng, seconds, speech):
+    """A voice track of recorded utterances: pieces of random recordings, short pauses between."""
+    pieces, t = [], 0.0
+    while t < seconds:
+        rec = rng.choices(speech, weights=[r["duration_s"] for r in speech])[0]
+        length = min(rng.uniform(*VOICE_PIECE_S), rec["duration_s"])
+        start = round(rng.uniform(0.0, rec["duration_s"] - length), 3)
+        pause = round(rng.uniform(*VOICE_PAUSE_S), 3)
+        pieces.append(dict(path=rec["path"], start_s=start, length_s=round(length, 3), pause_s=pause))
+        t += length + pause
+    return dict(pieces=pieces)
+
+
+def recorded_voice(p, seconds):
+    x = []
+    for piece in p["pieces"]:
+        x.extend(decode_mono(piece["path"], piece["start_s"], piece["length_s"]))
+        x.extend([0.0] * int(round(piece["pause_s"] * SR)))
+    n = int(round(seconds * SR))
+    x = x[:n]
+    x.extend([0.0] * (n - len(x)))
+    return x
+
+
+def list_recorded_speech(corpus):
+    d = os.path.join(corpus, "root", RECORDED_SPEECH_DIR)
+    out = []
+    for name in RECORDED_SPEECH:
+        path = os.path.join(d, name + ".wav")
+        if os.path.isfile(path):  # some are mu-law: sox reads them, the wave module does not
+            secs = subprocess.run(["soxi", "-D", path], stdout=subprocess.PIPE, check=True, text=True).stdout
+            out.append(dict(path=path, duration_s=float(secs)))
+    return out
+
+
+def ensure_recorded_speech(corpus):
+    if len(list_recorded_speech(corpus)) < len(RECORDED_SPEECH):
+        print("make-eval-set: recorded speech missing; running fetch-corpus.sh", file=sys.stderr)
+        subprocess.run([os.path.join(SCRIPT_DIR, "fetch-corpus.sh")], check=True,
+                       env=dict(os.environ, EARMARK_CORPUS=corpus))
+    speech = list_recorded_speech(corpus)
+    if len(speech) < len(RECORDED_SPEECH):
+        sys.exit("make-eval-set: recorded speech (%s) not found under %s"
+                 % (RECORDED_SPEECH_PACKAGE, os.path.join(corpus, "root", RECORDED_SPEECH_DIR)))
+    return speech
 
 
 # ---------------------------------------------------------------- corpus
@@ -333,7 +396,7 @@ def pick_segment(rng, pool, length, tries=200):
 
 
 # ---------------------------------------------------------------- planning
-def plan_queries(refs, held, conditions, lengths, per_cell, seed, qdir):
+def plan_queries(refs, held, conditions, lengths, per_cell, seed, qdir, speech=None):
     jobs = []
     for cond in conditions:
         spec = CONDITIONS[cond]
@@ -363,6 +426,8 @@ def plan_queries(refs, held, conditions, lengths, per_cell, seed, qdir):
                                          interference_db=spec["interference_db"])
                 elif spec["kind"] == "speechbed":
                     job["params"] = dict(speech=speech_params(rng, L), music_db=spec["music_db"])
+                elif spec["kind"] == "voicebed":
+                    job["params"] = dict(voice=voice_params(rng, L, speech), music_db=spec["music_db"])
                 elif spec["kind"] == "embed":
                     total = spec["carrier_s"]
                     pos = round(rng.uniform(0.0, total - L), 3)
@@ -558,10 +623,13 @@ def run_job(job):
         if kind == "sox":
             write_raw(decode_raw(job["src"], job["ref_start_s"], L), path, p["sox"])
             return job["query_id"], "ok", None
-        if kind in ("noise", "mix", "embed", "speechbed"):
+        if kind in ("noise", "mix", "embed", "speechbed", "voicebed"):
             x = decode_mono(job["src"], job["ref_start_s"], L)
-            if kind == "speechbed":
-                voice = espeak(p["speech"], L, os.path.dirname(path), job["query_id"])
+            if kind in ("speechbed", "voicebed"):
+                if kind == "speechbed":
+                    voice = espeak(p["speech"], L, os.path.dirname(path), job["query_id"])
+                else:
+                    voice = recorded_voice(p["voice"], L)
                 music = scaled(x, rms(voice) * 10 ** (p["music_db"] / 20.0))
                 write_audio([a + b for a, b in zip(voice, music)], path)
             if kind == "noise":
@@ -684,7 +752,10 @@ def main():
             f.write(json.dumps(dict(work_id=t["work_id"], path=t["path"], duration_s=t["duration_s"])) + "\n")
 
     qdir = os.path.join(out, "q%d-s%d-split%d" % (VERSION, args.seed, args.split_seed))
-    jobs = plan_queries(refs, held, conditions, lengths, args.per_cell, args.seed, qdir)
+    speech = None
+    if any(CONDITIONS[c]["kind"] == "voicebed" for c in conditions):
+        speech = ensure_recorded_speech(corpus)
+    jobs = plan_queries(refs, held, conditions, lengths, args.per_cell, args.seed, qdir, speech)
     jobs += plan_negatives(negative_pool, args.negative_minutes, args.seed, qdir, shares)
 
     # run what is missing (existing files are kept)
