@@ -4,7 +4,9 @@
 //! Layout: the magic line [`MAGIC`], then a length-delimited protobuf
 //! `earmark.v1.FingerprintHeader`, then one length-delimited
 //! `earmark.v1.PrintBatch` holding every print, then one length-delimited
-//! `earmark.v1.PeakBatch` holding every peak. The header's submission id is
+//! `earmark.v1.PeakBatch` holding every peak, then (format version 3) one
+//! holding every brief peak (`brief` set). Version 2 files, without brief
+//! peaks, are still read. The header's submission id is
 //! `sha256:<hex>` of the audio file (the one rule of
 //! [`SubmissionId`](crate::screening::SubmissionId)); the purpose is chosen when
 //! screening.
@@ -18,8 +20,10 @@ use crate::decode::DecodeLimits;
 use crate::error::EngineError;
 use crate::proto as pb;
 
-/// First bytes of every fingerprint file (format version 2).
-pub const MAGIC: &[u8] = b"EARMARK-FINGERPRINT 2\n";
+/// First bytes of every fingerprint file (format version 3).
+pub const MAGIC: &[u8] = b"EARMARK-FINGERPRINT 3\n";
+/// First bytes of a version 2 file (no brief peaks).
+const MAGIC_V2: &[u8] = b"EARMARK-FINGERPRINT 2\n";
 /// Prints per `PrintBatch` message when streaming to the server.
 pub const PRINTS_PER_MESSAGE: usize = 65_536;
 
@@ -101,19 +105,22 @@ impl FingerprintFile {
     /// Serialises to the file format.
     pub fn to_bytes(&self) -> Vec<u8> {
         let batch = batch(&self.fingerprint.prints);
-        let peaks = peak_batch(&self.fingerprint.peaks);
+        let peaks = peak_batch(&self.fingerprint.peaks, false);
+        let brief_peaks = peak_batch(&self.fingerprint.brief_peaks, true);
         let mut out = Vec::with_capacity(
             MAGIC.len()
                 + self.header.encoded_len()
                 + batch.encoded_len()
                 + peaks.encoded_len()
-                + 30,
+                + brief_peaks.encoded_len()
+                + 40,
         );
         out.extend_from_slice(MAGIC);
         // Writing to a Vec cannot fail for lack of space.
         let _ = self.header.encode_length_delimited(&mut out);
         let _ = batch.encode_length_delimited(&mut out);
         let _ = peaks.encode_length_delimited(&mut out);
+        let _ = brief_peaks.encode_length_delimited(&mut out);
         out
     }
 
@@ -123,17 +130,33 @@ impl FingerprintFile {
             path: path.to_path_buf(),
             reason,
         };
-        let mut rest = bytes
-            .strip_prefix(MAGIC)
-            .ok_or_else(|| FpFileError::BadMagic {
-                path: path.to_path_buf(),
-            })?;
+        let (mut rest, has_brief) = match (bytes.strip_prefix(MAGIC), bytes.strip_prefix(MAGIC_V2)) {
+            (Some(rest), _) => (rest, true),
+            (None, Some(rest)) => (rest, false),
+            (None, None) => {
+                return Err(FpFileError::BadMagic {
+                    path: path.to_path_buf(),
+                });
+            }
+        };
         let header = pb::FingerprintHeader::decode_length_delimited(&mut rest)
             .map_err(|e| corrupt(format!("header: {e}")))?;
         let batch = pb::PrintBatch::decode_length_delimited(&mut rest)
             .map_err(|e| corrupt(format!("prints: {e}")))?;
         let peak_batch = pb::PeakBatch::decode_length_delimited(&mut rest)
             .map_err(|e| corrupt(format!("peaks: {e}")))?;
+        let brief_batch = if has_brief {
+            pb::PeakBatch::decode_length_delimited(&mut rest)
+                .map_err(|e| corrupt(format!("brief peaks: {e}")))?
+        } else {
+            pb::PeakBatch {
+                brief: true,
+                ..Default::default()
+            }
+        };
+        if peak_batch.brief || !brief_batch.brief {
+            return Err(corrupt("peak batches out of order".into()));
+        }
         if !rest.is_empty() {
             return Err(corrupt(format!("{} trailing bytes", rest.len())));
         }
@@ -156,6 +179,8 @@ impl FingerprintFile {
             .collect::<Result<Vec<_>, FpFileError>>()?;
         let mut peaks = Vec::new();
         append_peaks(&mut peaks, &peak_batch).map_err(corrupt)?;
+        let mut brief_peaks = Vec::new();
+        append_peaks(&mut brief_peaks, &brief_batch).map_err(corrupt)?;
         let frames =
             usize::try_from(header.frames).map_err(|_| corrupt("frame count too large".into()))?;
         Ok(Self {
@@ -164,6 +189,7 @@ impl FingerprintFile {
                 prints,
                 frames,
                 peaks,
+                brief_peaks,
             },
         })
     }
@@ -203,19 +229,27 @@ impl FingerprintFile {
                 part: Some(Part::Prints(batch(c))),
             }
         }));
-        out.extend(self.fingerprint.peaks.chunks(PRINTS_PER_MESSAGE).map(|c| {
-            pb::ScreenFingerprintsRequest {
-                part: Some(Part::Peaks(peak_batch(c))),
-            }
-        }));
+        for (peaks, brief) in [
+            (&self.fingerprint.peaks, false),
+            (&self.fingerprint.brief_peaks, true),
+        ] {
+            out.extend(
+                peaks
+                    .chunks(PRINTS_PER_MESSAGE)
+                    .map(|c| pb::ScreenFingerprintsRequest {
+                        part: Some(Part::Peaks(peak_batch(c, brief))),
+                    }),
+            );
+        }
         out
     }
 }
 
-fn peak_batch(peaks: &[PeakPoint]) -> pb::PeakBatch {
+fn peak_batch(peaks: &[PeakPoint], brief: bool) -> pb::PeakBatch {
     pb::PeakBatch {
         t_frames: peaks.iter().map(|p| p.t_frame).collect(),
         f_half_bins: peaks.iter().map(|p| u32::from(p.f_half_bins)).collect(),
+        brief,
     }
 }
 
@@ -315,20 +349,49 @@ mod tests {
                         f_half_bins: 4,
                     },
                 ],
+                brief_peaks: vec![PeakPoint {
+                    t_frame: 3,
+                    f_half_bins: 90,
+                }],
             },
         };
         let bytes = file.to_bytes();
         let back = FingerprintFile::from_bytes(Path::new("x"), &bytes).unwrap();
         assert_eq!(back.fingerprint.prints, file.fingerprint.prints);
         assert_eq!(back.fingerprint.peaks, file.fingerprint.peaks);
+        assert_eq!(back.fingerprint.brief_peaks, file.fingerprint.brief_peaks);
         assert_eq!(back.header, file.header);
+        // A version 2 file: the same without the brief peaks.
+        let mut v2 = MAGIC_V2.to_vec();
+        file.header.encode_length_delimited(&mut v2).unwrap();
+        batch(&file.fingerprint.prints)
+            .encode_length_delimited(&mut v2)
+            .unwrap();
+        peak_batch(&file.fingerprint.peaks, false)
+            .encode_length_delimited(&mut v2)
+            .unwrap();
+        let old = FingerprintFile::from_bytes(Path::new("x"), &v2).unwrap();
+        assert_eq!(old.fingerprint.peaks, file.fingerprint.peaks);
+        assert!(old.fingerprint.brief_peaks.is_empty());
+        // Brief peaks where the others belong: refused.
+        let mut swapped = MAGIC.to_vec();
+        file.header.encode_length_delimited(&mut swapped).unwrap();
+        batch(&file.fingerprint.prints)
+            .encode_length_delimited(&mut swapped)
+            .unwrap();
+        for brief in [true, false] {
+            peak_batch(&file.fingerprint.peaks, brief)
+                .encode_length_delimited(&mut swapped)
+                .unwrap();
+        }
+        assert!(FingerprintFile::from_bytes(Path::new("x"), &swapped).is_err());
         assert!(matches!(
             FingerprintFile::from_bytes(Path::new("x"), b"nope"),
             Err(FpFileError::BadMagic { .. })
         ));
         assert!(FingerprintFile::from_bytes(Path::new("x"), &bytes[..bytes.len() - 3]).is_err());
         let requests = file.requests(pb::Scope::AiTraining, "");
-        assert_eq!(requests.len(), 3, "header, prints, peaks");
+        assert_eq!(requests.len(), 4, "header, prints, peaks, brief peaks");
     }
 
     #[test]

@@ -112,6 +112,11 @@ struct SideParams {
     /// Peaks kept per second for match verification ([`Fingerprint::peaks`]);
     /// a superset of the hashed peaks.
     verify_peaks_per_second: usize,
+    /// ± frames of the neighbourhood of brief verification peaks
+    /// ([`Fingerprint::brief_peaks`]); `None`: the side has none.
+    brief_neighbourhood_frames: Option<usize>,
+    /// Brief peaks kept per second.
+    brief_peaks_per_second: usize,
     /// Partners considered per anchor.
     fanout: usize,
     /// Triplets kept per anchor (earliest partner pairs first).
@@ -128,6 +133,8 @@ const REFERENCE: SideParams = SideParams {
     verify_neighbourhood_bins: 8,
     peaks_per_second: 24,
     verify_peaks_per_second: 24,
+    brief_neighbourhood_frames: None,
+    brief_peaks_per_second: 0,
     fanout: REF_FANOUT,
     triplets_per_anchor: REF_TRIPLETS_PER_ANCHOR,
 };
@@ -138,6 +145,8 @@ const QUERY: SideParams = SideParams {
     verify_neighbourhood_bins: QUERY_VERIFY_NEIGHBOURHOOD_BINS,
     peaks_per_second: 40,
     verify_peaks_per_second: QUERY_VERIFY_PEAKS_PER_SECOND,
+    brief_neighbourhood_frames: Some(QUERY_BRIEF_NEIGHBOURHOOD_FRAMES),
+    brief_peaks_per_second: QUERY_VERIFY_PEAKS_PER_SECOND,
     fanout: 9,
     triplets_per_anchor: usize::MAX,
 };
@@ -152,6 +161,12 @@ pub const QUERY_VERIFY_PEAKS_PER_SECOND: usize = 60;
 /// (two reference/held-out splits) this raised 10 s recall under music mixed
 /// 6 dB louder by 3–5 points, noise at 0 dB SNR within ±1 point at 10 s.
 pub const QUERY_VERIFY_NEIGHBOURHOOD_BINS: usize = 6;
+/// Brief verification peaks of a query ([`Fingerprint::brief_peaks`]) are
+/// local maxima over ± this many frames (± 24 ms) instead of ± 80 ms. A voice
+/// over music holds a harmonic within a quarter octave of almost every partial
+/// of the music for most of each syllable; the music's partials are maxima
+/// only for the moments between, too short for the usual neighbourhood.
+pub const QUERY_BRIEF_NEIGHBOURHOOD_FRAMES: usize = 3;
 
 impl Side {
     fn params(self) -> SideParams {
@@ -219,6 +234,11 @@ pub struct Fingerprint {
     pub prints: Vec<Print>,
     /// Picked peaks, sorted by frame then frequency.
     pub peaks: Vec<PeakPoint>,
+    /// A query's brief peaks (maxima over a neighbourhood short in time,
+    /// [`QUERY_BRIEF_NEIGHBOURHOOD_FRAMES`]), sorted like `peaks`: a second
+    /// set the matcher verifies against, for works under a voice. Empty for
+    /// references and for fingerprints of clients that do not send them.
+    pub brief_peaks: Vec<PeakPoint>,
     /// Number of spectrogram frames analysed.
     pub frames: usize,
 }
@@ -270,6 +290,7 @@ impl Fingerprint {
     fn append_block(&mut self, mut part: Fingerprint) {
         self.prints.append(&mut part.prints);
         self.peaks.append(&mut part.peaks);
+        self.brief_peaks.append(&mut part.brief_peaks);
     }
 }
 
@@ -296,7 +317,11 @@ fn fingerprint_block(
 ) -> Fingerprint {
     let spec = spectrogram::spectrogram(samples);
     let frames = spec.log.nrows();
-    let PeakCandidates { hashing, verify } = peak_candidates(&spec, side);
+    let PeakCandidates {
+        hashing,
+        verify,
+        brief,
+    } = peak_candidates(&spec, side);
     let params = side.params();
     let (per_second, verify_per_second) = (params.peaks_per_second, params.verify_peaks_per_second);
     let (peaks, verify_peaks) = match verify {
@@ -326,15 +351,22 @@ fn fingerprint_block(
     for print in &mut prints {
         print.t_frame += offset;
     }
-    let mut kept: Vec<PeakPoint> = verify_peaks
-        .iter()
-        .filter(|p| p.frame >= lo && p.frame < hi)
-        .map(|p| PeakPoint::of(p, offset))
-        .collect();
-    kept.sort_unstable();
+    let keep = |peaks: &[Peak]| {
+        let mut kept: Vec<PeakPoint> = peaks
+            .iter()
+            .filter(|p| p.frame >= lo && p.frame < hi)
+            .map(|p| PeakPoint::of(p, offset))
+            .collect();
+        kept.sort_unstable();
+        kept
+    };
+    let brief_peaks = brief.map_or_else(Vec::new, |brief| {
+        keep(&limit_density(brief, params.brief_peaks_per_second))
+    });
     Fingerprint {
         prints,
-        peaks: kept,
+        peaks: keep(&verify_peaks),
+        brief_peaks,
         frames,
     }
 }

@@ -18,14 +18,26 @@ pub fn pick_peaks(spectrogram: &Spectrogram, side: Side) -> Vec<Peak> {
 pub(super) struct PeakCandidates {
     /// Maxima over the side's hashing neighbourhood.
     pub hashing: Vec<Peak>,
-    /// Maxima over its (smaller) verification neighbourhood: a superset of
-    /// `hashing`. `None` when both neighbourhoods are the same.
+    /// Maxima over its (smaller in frequency) verification neighbourhood,
+    /// ranked by their level over the surrounding octave
+    /// ([`LOCAL_MEAN_HALF_BINS`]). `None` when both neighbourhoods are the
+    /// same (then the hashing peaks verify).
     pub verify: Option<Vec<Peak>>,
+    /// Maxima over the verification neighbourhood shortened in time to
+    /// ±`brief_neighbourhood_frames`, ranked the same way: a superset of
+    /// `verify`. `None` for a side without brief peaks.
+    pub brief: Option<Vec<Peak>>,
 }
 
-/// Every local maximum that qualifies as a peak, over the side's hashing and
-/// verification neighbourhoods, in one pass: a maximum over the larger
-/// neighbourhood is a maximum over the smaller one that no cell of the ring
+/// Verification peaks are ranked by their level over the mean of the frame's
+/// bins within ± this many (an octave in all), not over the whole frame: a
+/// voice makes its own band loud, and a work's partials in the other bands
+/// then still rank among the frame's peaks.
+const LOCAL_MEAN_HALF_BINS: usize = 12;
+
+/// Every local maximum that qualifies as a peak, over the side's hashing,
+/// verification and brief neighbourhoods, in one pass: a maximum over a larger
+/// neighbourhood is a maximum over a smaller one that no cell of the ring
 /// between the two exceeds.
 pub(super) fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> PeakCandidates {
     let spec = spectrogram.log.view();
@@ -33,10 +45,14 @@ pub(super) fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> PeakCand
     let (frames, bins) = spec.dim();
     let outer = p.neighbourhood_bins;
     let inner = p.verify_neighbourhood_bins.min(outer);
+    let nt = p.neighbourhood_frames;
+    let brief_frames = p.brief_neighbourhood_frames.filter(|&b| b < nt);
     let mut candidates = PeakCandidates {
         hashing: Vec::new(),
         verify: (inner < outer).then(Vec::new),
+        brief: brief_frames.map(|_| Vec::new()),
     };
+    let ranks_locally = candidates.verify.is_some();
     if frames == 0 || bins == 0 {
         return candidates;
     }
@@ -45,11 +61,12 @@ pub(super) fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> PeakCand
     let (Some(cells), Some(max_cells)) = (spec_rows.as_slice(), freq_max.as_slice()) else {
         return candidates;
     };
-    let nt = p.neighbourhood_frames;
-    // Maximum over the whole inner neighbourhood: almost every cell is below
-    // it and is ruled out by one comparison; the few that reach it go through
-    // the exact checks (with their tie rules) below.
-    let area_max = max_filter_frames(max_cells, bins, nt);
+    // Maximum over the whole inner (or brief) neighbourhood: almost every
+    // cell is below it and is ruled out by one comparison; the few that reach
+    // it go through the exact checks (with their tie rules) below.
+    let nt_first = brief_frames.unwrap_or(nt);
+    let area_max = max_filter_frames(max_cells, bins, nt_first);
+    let mut band_sums: Vec<f64> = Vec::with_capacity(bins + 1);
     let ring = Ring {
         cells,
         bins,
@@ -65,32 +82,85 @@ pub(super) fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> PeakCand
         let frame_mean = ndarray::ArrayView1::from(row).sum() / bins as f32;
         let t_lo = t.saturating_sub(nt);
         let t_hi = (t + nt).min(frames - 1);
+        let first_lo = t.saturating_sub(nt_first);
+        let first_hi = (t + nt_first).min(frames - 1);
+        if ranks_locally {
+            prefix_sums(row, &mut band_sums);
+        }
         for k in cells_reaching(row, max_row) {
             let v = row[k];
             // Edge bins are not local maxima of the spectrum, only of the grid.
-            if k == 0 || k + 1 >= bins || v < SILENCE_LOG2 || v - frame_mean < MIN_PROMINENCE {
+            if k == 0 || k + 1 >= bins || v < SILENCE_LOG2 {
+                continue;
+            }
+            let hashable = v - frame_mean >= MIN_PROMINENCE;
+            let local_prominence = if ranks_locally {
+                let lo = k.saturating_sub(LOCAL_MEAN_HALF_BINS);
+                let hi = (k + LOCAL_MEAN_HALF_BINS + 1).min(bins);
+                let band_mean = (band_sums[hi] - band_sums[lo]) / (hi - lo) as f64;
+                v - band_mean as f32
+            } else {
+                f32::NEG_INFINITY
+            };
+            let verifiable = local_prominence >= MIN_PROMINENCE;
+            if !hashable && !verifiable {
                 continue;
             }
             // Strict maximum with ties resolved to the earliest frame and lowest bin,
             // so a plateau yields exactly one peak.
             let column_max = |u: usize| max_cells[u * bins + k];
-            if (t + 1..=t_hi).any(|u| column_max(u) > v)
-                || (t_lo..t).any(|u| column_max(u) >= v)
+            let later_rival = |frames: std::ops::RangeInclusive<usize>| {
+                frames.into_iter().any(|u| column_max(u) > v)
+            };
+            let earlier_rival =
+                |frames: std::ops::Range<usize>| frames.into_iter().any(|u| column_max(u) >= v);
+            if later_rival(t + 1..=first_hi)
+                || earlier_rival(first_lo..t)
                 || row[k.saturating_sub(inner)..k].iter().any(|&x| x >= v)
             {
                 continue;
             }
             let peak = refine(spectrogram, t, k, v - frame_mean);
-            if let Some(verify) = &mut candidates.verify {
-                verify.push(peak);
-                if ring.holds_a_rival(t, t_lo..=t_hi, k, v) {
+            let ranked = Peak {
+                prominence: local_prominence,
+                ..peak
+            };
+            if let Some(brief) = &mut candidates.brief {
+                if verifiable {
+                    brief.push(ranked);
+                }
+                // Beyond the brief neighbourhood, out to the full one.
+                if later_rival(first_hi + 1..=t_hi) || earlier_rival(t_lo..first_lo) {
                     continue;
                 }
+            }
+            match &mut candidates.verify {
+                Some(verify) => {
+                    if verifiable {
+                        verify.push(ranked);
+                    }
+                    if !hashable || ring.holds_a_rival(t, t_lo..=t_hi, k, v) {
+                        continue;
+                    }
+                }
+                None if !hashable => continue,
+                None => {}
             }
             candidates.hashing.push(peak);
         }
     }
     candidates
+}
+
+/// `sums[i]` = sum of `row[..i]` (`sums` has one more element than `row`).
+fn prefix_sums(row: &[f32], sums: &mut Vec<f64>) {
+    sums.clear();
+    sums.push(0.0);
+    let mut total = 0.0f64;
+    for &x in row {
+        total += f64::from(x);
+        sums.push(total);
+    }
 }
 
 /// Cells compared at once by [`cells_reaching`].
@@ -369,8 +439,8 @@ pub(super) fn limit_density(mut candidates: Vec<Peak>, per_second: usize) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fingerprint::fingerprint_samples;
     use crate::fingerprint::tests::melody;
+    use crate::fingerprint::{QUERY_BRIEF_NEIGHBOURHOOD_FRAMES, fingerprint_samples};
     use crate::spectrogram;
 
     #[test]
@@ -425,22 +495,45 @@ mod tests {
         }
     }
 
+    /// What a peak's prominence is measured against.
+    #[derive(Clone, Copy)]
+    enum Level {
+        /// The mean of its frame (hashing peaks).
+        Frame,
+        /// The mean of its frame's bins within ±[`LOCAL_MEAN_HALF_BINS`]
+        /// (verification and brief peaks).
+        Band,
+    }
+
     /// Peak candidates by their definition: qualifying cells (not on an edge
-    /// bin, above the silence floor, prominent in their frame) that no cell
+    /// bin, above the silence floor, prominent over `level`) that no cell
     /// within ±`half_bins` bins and ±`half_frames` frames beats, where an
     /// equal cell wins when it is earlier, or in the same frame at a lower bin.
     fn brute_force_candidates(
         spectrogram: &Spectrogram,
         half_bins: usize,
         half_frames: usize,
+        level: Level,
     ) -> Vec<Peak> {
         let spec = &spectrogram.log;
         let (frames, bins) = spec.dim();
         let mut found = Vec::new();
+        let mut sums = Vec::new();
         for t in 0..frames {
-            let mean = spec.row(t).sum() / bins as f32;
+            let frame_mean = spec.row(t).sum() / bins as f32;
+            // The band sums as the picker takes them (same rounding).
+            let row: Vec<f32> = spec.row(t).to_vec();
+            prefix_sums(&row, &mut sums);
             for k in 1..bins.saturating_sub(1) {
                 let v = spec[[t, k]];
+                let mean = match level {
+                    Level::Frame => frame_mean,
+                    Level::Band => {
+                        let lo = k.saturating_sub(LOCAL_MEAN_HALF_BINS);
+                        let hi = (k + LOCAL_MEAN_HALF_BINS + 1).min(bins);
+                        ((sums[hi] - sums[lo]) / (hi - lo) as f64) as f32
+                    }
+                };
                 if v < SILENCE_LOG2 || v - mean < MIN_PROMINENCE {
                     continue;
                 }
@@ -460,7 +553,7 @@ mod tests {
     }
 
     #[test]
-    fn both_neighbourhoods_match_their_definition() {
+    fn every_neighbourhood_matches_its_definition() {
         for (seed, quantum) in [(3u64, 0.0f32), (4, 0.5), (5, 2.0)] {
             let mut spec = spectrogram::spectrogram(&melody(6.0, seed));
             // Coarse levels make plateaus, to exercise the tie rules.
@@ -472,21 +565,40 @@ mod tests {
             let verify = candidates
                 .verify
                 .expect("the query has a smaller verify neighbourhood");
+            let brief = candidates
+                .brief
+                .expect("the query has a shorter brief neighbourhood");
             assert!(!candidates.hashing.is_empty() && verify.len() > candidates.hashing.len());
+            assert!(brief.len() > verify.len());
             assert_eq!(
                 candidates.hashing,
-                brute_force_candidates(&spec, query.neighbourhood_bins, query.neighbourhood_frames)
+                brute_force_candidates(
+                    &spec,
+                    query.neighbourhood_bins,
+                    query.neighbourhood_frames,
+                    Level::Frame
+                )
             );
             assert_eq!(
                 verify,
                 brute_force_candidates(
                     &spec,
                     query.verify_neighbourhood_bins,
-                    query.neighbourhood_frames
+                    query.neighbourhood_frames,
+                    Level::Band
+                )
+            );
+            assert_eq!(
+                brief,
+                brute_force_candidates(
+                    &spec,
+                    query.verify_neighbourhood_bins,
+                    QUERY_BRIEF_NEIGHBOURHOOD_FRAMES,
+                    Level::Band
                 )
             );
             let reference = peak_candidates(&spec, Side::Reference);
-            assert!(reference.verify.is_none());
+            assert!(reference.verify.is_none() && reference.brief.is_none());
             assert_eq!(reference.hashing, candidates.hashing);
         }
     }

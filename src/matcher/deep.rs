@@ -156,16 +156,20 @@ impl DeepSearch {
     pub(super) fn hypotheses(
         &mut self,
         index: &Index,
-        query_peaks: &[PeakPoint],
+        query_sets: &[&[PeakPoint]],
         query_frames: u32,
         works: &[WorkRef],
         min_score: f64,
     ) -> Vec<(u32, WorkRef, Segment)> {
         let mut found = Vec::new();
-        if query_peaks.is_empty() || works.is_empty() {
+        let queries: Vec<PeaksByFrequency> = query_sets
+            .iter()
+            .filter(|set| !set.is_empty())
+            .map(|set| PeaksByFrequency::new(set))
+            .collect();
+        if queries.is_empty() || works.is_empty() {
             return found;
         }
-        let query = PeaksByFrequency::new(query_peaks);
         let halves = half_windows(query_frames);
         // Vote index of the offset `t_ref − t_query` is `offset + base`.
         let base = halves.last().map_or(0, |h| h.1) as usize + VOTE_PAD;
@@ -192,8 +196,12 @@ impl DeepSearch {
                     base + last_ref as usize - h0 as usize,
                 )
             };
-            for (k, &half) in halves.iter().enumerate() {
-                correlate(&query, &self.ref_near, half, base, &mut self.current);
+            // Each peak set of the query against the work's peaks, read once.
+            for (query, (k, &half)) in queries
+                .iter()
+                .flat_map(|query| std::iter::repeat(query).zip(halves.iter().enumerate()))
+            {
+                correlate(query, &self.ref_near, half, base, &mut self.current);
                 let (c_lo, c_hi) = range(half);
                 if k == 0 && halves.len() > 1 {
                     std::mem::swap(&mut self.previous, &mut self.current);
@@ -542,6 +550,7 @@ mod tests {
         let query = Fingerprint {
             prints: query_prints.clone(),
             peaks,
+            brief_peaks: Vec::new(),
             frames: query_frames as usize,
         };
         let shallow = MatcherConfig {
@@ -563,6 +572,7 @@ mod tests {
         let unrelated = Fingerprint {
             prints: query_prints,
             peaks: random_peaks(10, 80, 5),
+            brief_peaks: Vec::new(),
             frames: query_frames as usize,
         };
         assert!(find_matches(&index, &unrelated, &MatcherConfig::default()).is_empty());

@@ -82,7 +82,7 @@ use hough::SpeedRange;
 pub use hough::{MAX_GAP_S, MAX_SPEED, MIN_SPEED};
 pub use verify::PeakEvidence;
 
-use crate::fingerprint::{FRAMES_PER_SECOND, Fingerprint};
+use crate::fingerprint::{FRAMES_PER_SECOND, Fingerprint, PeakPoint};
 use crate::index::{Index, WorkRef};
 use crate::spectrogram::BINS_PER_OCTAVE;
 use hough::align_work;
@@ -220,13 +220,21 @@ pub fn find_matches_gathered(
     );
     let mut verified: Vec<(f64, WorkRef, Segment)> = Vec::new();
     let mut scratch = VerifyScratch::default();
-    let mut consumed = vec![false; query.peaks.len()];
+    // The query's peak sets, each verified against (see the module docs).
+    let peak_sets = query_peak_sets(query);
+    let mut consumed: Vec<Vec<bool>> = peak_sets.iter().map(|set| vec![false; set.len()]).collect();
     // Verifies a hypothesis against every query peak; keeps it if it scores.
     let mut check = |work_ref: WorkRef, segment: Segment, verified: &mut Vec<_>| {
         let threshold = segment.required_score(config);
-        let score = PeakCheck::new(&query.peaks, &consumed, &mut scratch)
-            .verify(index, work_ref, &segment, threshold, None)
-            .score();
+        let score = peak_sets
+            .iter()
+            .zip(&consumed)
+            .map(|(set, consumed)| {
+                PeakCheck::new(set, consumed, &mut scratch)
+                    .verify(index, work_ref, &segment, threshold, None)
+                    .score()
+            })
+            .fold(f64::NEG_INFINITY, f64::max);
         if score >= threshold {
             verified.push((score, work_ref, segment));
         }
@@ -288,9 +296,12 @@ pub fn find_matches_gathered(
                 shortlist.push(work);
             }
         }
+        // Both peak sets together propose offsets: under a voice only the
+        // brief peaks correlate, under louder music mostly the others.
+        let all_peaks = union_of(&peak_sets);
         let hypotheses = deep::DeepSearch::default().hypotheses(
             index,
-            &query.peaks,
+            &[all_peaks.as_slice()],
             query.frames.try_into().unwrap_or(u32::MAX),
             &shortlist,
             config.deep_min_score,
@@ -313,22 +324,42 @@ pub fn find_matches_gathered(
             .then(b.0.total_cmp(&a.0))
     });
     let mut matches: Vec<Match> = Vec::new();
-    let mut explained = Vec::new();
+    let mut explained: Vec<Vec<usize>> = vec![Vec::new(); peak_sets.len()];
     for (_, work_ref, mut segment) in verified {
         let Some(work) = index.work(work_ref) else {
             continue;
         };
-        explained.clear();
         let threshold = segment.required_score(config);
-        let mut peaks = PeakCheck::new(&query.peaks, &consumed, &mut scratch);
-        let evidence = peaks.verify(index, work_ref, &segment, threshold, Some(&mut explained));
+        // The set where the alignment scores highest gives its evidence.
+        let mut best: Option<(usize, PeakEvidence)> = None;
+        for (i, set) in peak_sets.iter().enumerate() {
+            explained[i].clear();
+            let evidence = PeakCheck::new(set, &consumed[i], &mut scratch).verify(
+                index,
+                work_ref,
+                &segment,
+                threshold,
+                Some(&mut explained[i]),
+            );
+            if best.is_none_or(|(_, b)| evidence.score() > b.score()) {
+                best = Some((i, evidence));
+            }
+        }
+        let Some((best_set, evidence)) = best else {
+            continue;
+        };
         let score = evidence.score();
         if score >= threshold {
-            for &i in &explained {
-                consumed[i] = true;
+            // The peaks of every set that the alignment accounts for.
+            for (consumed, explained) in consumed.iter_mut().zip(&explained) {
+                for &i in explained {
+                    consumed[i] = true;
+                }
             }
             if segment.range_from_peaks {
-                let frames = explained.iter().filter_map(|&i| query.peaks.get(i));
+                let frames = explained[best_set]
+                    .iter()
+                    .filter_map(|&i| peak_sets[best_set].get(i));
                 if let (Some(first), Some(last)) = (
                     frames.clone().map(|p| p.t_frame).min(),
                     frames.map(|p| p.t_frame).max(),
@@ -347,6 +378,24 @@ pub fn find_matches_gathered(
             .then(b.score.total_cmp(&a.score))
     });
     matches
+}
+
+/// The peak sets of `query` that alignments are verified against: its peaks,
+/// and its brief peaks when it has any.
+fn query_peak_sets(query: &Fingerprint) -> Vec<&[PeakPoint]> {
+    let mut sets = vec![query.peaks.as_slice()];
+    if !query.brief_peaks.is_empty() {
+        sets.push(query.brief_peaks.as_slice());
+    }
+    sets
+}
+
+/// Every peak of `sets` (each sorted) once, sorted.
+fn union_of(sets: &[&[PeakPoint]]) -> Vec<PeakPoint> {
+    let mut all: Vec<PeakPoint> = sets.iter().flat_map(|set| set.iter().copied()).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
 }
 
 /// Drops a match when a stronger match of the same work covers most of its query

@@ -259,10 +259,16 @@ async fn read_prints(
     let max_prints = limits.max_prints();
     let mut prints: Vec<Print> = Vec::new();
     let mut peaks: Vec<PeakPoint> = Vec::new();
+    let mut brief_peaks: Vec<PeakPoint> = Vec::new();
     while let Some(message) = call::next_message(stream).await? {
         let batch = match message.part {
             Some(pb::screen_fingerprints_request::Part::Prints(b)) => b,
             Some(pb::screen_fingerprints_request::Part::Peaks(b)) => {
+                let peaks = if b.brief {
+                    &mut brief_peaks
+                } else {
+                    &mut peaks
+                };
                 let total = peaks.len() as u64 + b.t_frames.len() as u64;
                 if total > max_prints {
                     return Err(ServiceError::TooManyPrints {
@@ -270,7 +276,7 @@ async fn read_prints(
                         max: max_prints,
                     });
                 }
-                crate::fingerprint::file::append_peaks(&mut peaks, &b)
+                crate::fingerprint::file::append_peaks(peaks, &b)
                     .map_err(|reason| ServiceError::invalid("peaks", reason))?;
                 continue;
             }
@@ -297,6 +303,7 @@ async fn read_prints(
             prints,
             frames,
             peaks,
+            brief_peaks,
         },
     ))
 }
