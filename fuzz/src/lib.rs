@@ -338,10 +338,13 @@ pub fn index(data: &[u8]) {
             })
             .collect();
         query_peaks.sort_unstable();
+        // The brief set: every other peak (both sets are verified).
+        let brief_peaks = query_peaks.iter().copied().step_by(2).collect();
         let query = Fingerprint {
             frames: prints.len() + 1,
             prints,
             peaks: query_peaks,
+            brief_peaks,
         };
         let config = earmark::matcher::MatcherConfig::default();
         for m in earmark::matcher::find_matches(&index, &query, &config) {
@@ -1091,6 +1094,7 @@ fn seed_messages() -> Vec<(u8, Vec<u8>)> {
                     pb::PeakBatch {
                         t_frames: vec![3, 1, 2],
                         f_half_bins: vec![10, 20, 30],
+                        brief: true,
                     },
                 )),
             }

@@ -130,7 +130,8 @@ impl FingerprintFile {
             path: path.to_path_buf(),
             reason,
         };
-        let (mut rest, has_brief) = match (bytes.strip_prefix(MAGIC), bytes.strip_prefix(MAGIC_V2)) {
+        let (mut rest, has_brief) = match (bytes.strip_prefix(MAGIC), bytes.strip_prefix(MAGIC_V2))
+        {
             (Some(rest), _) => (rest, true),
             (None, Some(rest)) => (rest, false),
             (None, None) => {

@@ -44,8 +44,12 @@
 //! Every index records [`CONFIG_ID`]; any change to a constant here or in the
 //! submodules (`peaks`, `hash`) that alters reference fingerprints or query
 //! hashes must bump it. Query verification peaks
-//! ([`QUERY_VERIFY_PEAKS_PER_SECOND`], [`QUERY_VERIFY_NEIGHBOURHOOD_BINS`]) are
-//! never stored and only change scores, not compatibility.
+//! ([`QUERY_VERIFY_PEAKS_PER_SECOND`], [`QUERY_VERIFY_NEIGHBOURHOOD_BINS`],
+//! and the brief peaks of [`QUERY_BRIEF_NEIGHBOURHOOD_FRAMES`]) are never
+//! stored and only change scores, not compatibility. They are ranked by their
+//! level over the surrounding octave of their frame, not over the whole frame:
+//! a voice makes its own band loud, and the partials of music under it in the
+//! other bands still rank among the frame's peaks.
 
 pub mod audio;
 pub mod file;

@@ -579,6 +579,52 @@ mod tests {
     }
 
     #[test]
+    fn a_work_under_a_voice_is_found_among_the_brief_peaks_alone() {
+        let work_peaks = random_peaks(120, 24, 8);
+        let (_dir, index) = one_work_index("bed", 120.0, &chance_prints(), &work_peaks);
+        // The usual verification peaks hold only the voice; the brief ones
+        // also half of the work's peaks from 30 s on.
+        let offset = (30.0 * FRAMES_PER_SECOND) as u32;
+        let query_frames = (10.0 * FRAMES_PER_SECOND) as u32;
+        let voice = random_peaks(10, 60, 41);
+        let mut brief = random_peaks(10, 60, 42);
+        brief.extend(
+            work_peaks
+                .iter()
+                .filter(|p| p.t_frame >= offset && p.t_frame < offset + query_frames)
+                .step_by(2)
+                .map(|p| PeakPoint {
+                    t_frame: p.t_frame - offset,
+                    f_half_bins: p.f_half_bins,
+                }),
+        );
+        brief.sort_unstable();
+        brief.dedup();
+        let prints: Vec<Print> = chance_prints()
+            .into_iter()
+            .zip([300, 700])
+            .map(|(p, t_frame)| Print { t_frame, ..p })
+            .collect();
+        let mut query = Fingerprint {
+            prints,
+            peaks: voice,
+            brief_peaks: Vec::new(),
+            frames: query_frames as usize,
+        };
+        assert!(find_matches(&index, &query, &MatcherConfig::default()).is_empty());
+        query.brief_peaks = brief;
+        let found = find_matches(&index, &query, &MatcherConfig::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        let m = &found[0];
+        assert_eq!(m.work_id, "bed");
+        assert!(m.confident);
+        assert!(
+            (m.ref_start_s - m.query_start_s - 30.0).abs() < 0.05,
+            "{m:?}"
+        );
+    }
+
+    #[test]
     fn peaks_by_frequency_groups_and_sorts() {
         let peaks = [
             PeakPoint {

@@ -52,7 +52,13 @@
 //!    the same query (whatever the query's density), and the same reference
 //!    peaks against the query moved circularly within the verified stretch
 //!    (whatever those reference peaks' tendency to land on anything). The
-//!    larger of the two counts.
+//!    larger of the two counts. A query carries two peak sets
+//!    ([`Fingerprint::peaks`] and [`Fingerprint::brief_peaks`]); each
+//!    alignment is verified against both, with chance measured in each, and
+//!    keeps the better score. Under a voice a work's partials are local
+//!    maxima only between the voice's syllables, so only the brief set holds
+//!    them; under noise the brief set is mostly noise, and the usual set
+//!    scores higher. The deep search correlates the union of both.
 //! 8. **Score.** The score is the excess of found peaks over chance in units of its
 //!    Poisson spread, `(found − chance) / √(chance + 1)`: on the evaluation's
 //!    negatives and against every wrong work of its positive queries, chance
