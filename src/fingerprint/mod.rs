@@ -47,9 +47,10 @@
 //! ([`QUERY_VERIFY_PEAKS_PER_SECOND`], [`QUERY_VERIFY_NEIGHBOURHOOD_BINS`],
 //! and the brief peaks of [`QUERY_BRIEF_NEIGHBOURHOOD_FRAMES`]) are never
 //! stored and only change scores, not compatibility. They are ranked by their
-//! level over the surrounding octave of their frame, not over the whole frame:
-//! a voice makes its own band loud, and the partials of music under it in the
-//! other bands still rank among the frame's peaks.
+//! level over the surrounding octave of their frame where that is more than
+//! their level over the whole frame: a voice makes its own band loud, and the
+//! partials of music under it in the other bands still rank among the frame's
+//! peaks.
 
 pub mod audio;
 pub mod file;

@@ -19,7 +19,7 @@ pub(super) struct PeakCandidates {
     /// Maxima over the side's hashing neighbourhood.
     pub hashing: Vec<Peak>,
     /// Maxima over its (smaller in frequency) verification neighbourhood,
-    /// ranked by their level over the surrounding octave
+    /// ranked by their level over the surrounding octave where that is higher
     /// ([`LOCAL_MEAN_HALF_BINS`]). `None` when both neighbourhoods are the
     /// same (then the hashing peaks verify).
     pub verify: Option<Vec<Peak>>,
@@ -30,9 +30,9 @@ pub(super) struct PeakCandidates {
 }
 
 /// Verification peaks are ranked by their level over the mean of the frame's
-/// bins within ± this many (an octave in all), not over the whole frame: a
-/// voice makes its own band loud, and a work's partials in the other bands
-/// then still rank among the frame's peaks.
+/// bins within ± this many (an octave in all) when that is more than their
+/// level over the whole frame: a voice makes its own band loud, and a work's
+/// partials in the other bands then still rank among the frame's peaks.
 const LOCAL_MEAN_HALF_BINS: usize = 12;
 
 /// Every local maximum that qualifies as a peak, over the side's hashing,
@@ -98,7 +98,7 @@ pub(super) fn peak_candidates(spectrogram: &Spectrogram, side: Side) -> PeakCand
                 let lo = k.saturating_sub(LOCAL_MEAN_HALF_BINS);
                 let hi = (k + LOCAL_MEAN_HALF_BINS + 1).min(bins);
                 let band_mean = (band_sums[hi] - band_sums[lo]) / (hi - lo) as f64;
-                v - band_mean as f32
+                (v - band_mean as f32).max(v - frame_mean)
             } else {
                 f32::NEG_INFINITY
             };
@@ -500,8 +500,8 @@ mod tests {
     enum Level {
         /// The mean of its frame (hashing peaks).
         Frame,
-        /// The mean of its frame's bins within ±[`LOCAL_MEAN_HALF_BINS`]
-        /// (verification and brief peaks).
+        /// The lower of that and the mean of its frame's bins within
+        /// ±[`LOCAL_MEAN_HALF_BINS`] (verification and brief peaks).
         Band,
     }
 
@@ -531,7 +531,7 @@ mod tests {
                     Level::Band => {
                         let lo = k.saturating_sub(LOCAL_MEAN_HALF_BINS);
                         let hi = (k + LOCAL_MEAN_HALF_BINS + 1).min(bins);
-                        ((sums[hi] - sums[lo]) / (hi - lo) as f64) as f32
+                        (((sums[hi] - sums[lo]) / (hi - lo) as f64) as f32).min(frame_mean)
                     }
                 };
                 if v < SILENCE_LOG2 || v - mean < MIN_PROMINENCE {

@@ -58,7 +58,7 @@
 //!    keeps the better score. Under a voice a work's partials are local
 //!    maxima only between the voice's syllables, so only the brief set holds
 //!    them; under noise the brief set is mostly noise, and the usual set
-//!    scores higher. The deep search correlates the union of both.
+//!    scores higher. The deep search correlates each set on its own.
 //! 8. **Score.** The score is the excess of found peaks over chance in units of its
 //!    Poisson spread, `(found − chance) / √(chance + 1)`: on the evaluation's
 //!    negatives and against every wrong work of its positive queries, chance
@@ -302,12 +302,12 @@ pub fn find_matches_gathered(
                 shortlist.push(work);
             }
         }
-        // Both peak sets together propose offsets: under a voice only the
-        // brief peaks correlate, under louder music mostly the others.
-        let all_peaks = union_of(&peak_sets);
+        // Each peak set proposes its own offsets: under a voice only the
+        // brief peaks correlate; where a work's peaks are few, the brief
+        // peaks of everything else would drown them.
         let hypotheses = deep::DeepSearch::default().hypotheses(
             index,
-            &[all_peaks.as_slice()],
+            &peak_sets,
             query.frames.try_into().unwrap_or(u32::MAX),
             &shortlist,
             config.deep_min_score,
@@ -394,14 +394,6 @@ fn query_peak_sets(query: &Fingerprint) -> Vec<&[PeakPoint]> {
         sets.push(query.brief_peaks.as_slice());
     }
     sets
-}
-
-/// Every peak of `sets` (each sorted) once, sorted.
-fn union_of(sets: &[&[PeakPoint]]) -> Vec<PeakPoint> {
-    let mut all: Vec<PeakPoint> = sets.iter().flat_map(|set| set.iter().copied()).collect();
-    all.sort_unstable();
-    all.dedup();
-    all
 }
 
 /// Drops a match when a stronger match of the same work covers most of its query
