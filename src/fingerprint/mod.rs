@@ -27,7 +27,7 @@
 //!    of them; these triplets keep their selectivity while being invariant to
 //!    the transformations we must survive (cf. Panako, Six & Leman). The bits
 //!    matter at catalog scale: each one halves the chance postings a lookup
-//!    reads (20-bit hashes of session 3 gave ~190 per list at 1000 h).
+//!    reads (20-bit hashes gave ~190 per list at 1000 h).
 //! 3. **Asymmetry.** References are indexed sparsely ([`Side::Reference`]: fewer
 //!    peaks, the first [`REF_FANOUT`] partners) to keep the index ≤ 2 MB/hour.
 //!    Queries are fingerprinted densely ([`Side::Query`]: more peaks, more partners,

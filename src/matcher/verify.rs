@@ -16,7 +16,7 @@ const VERIFY_MARGIN_S: f64 = 1.0;
 /// alignment, moving the reference or the query by each shift (see
 /// [`Misalign`]). Odd, unrelated values avoid beat periods; they reach ±3.2 s
 /// because music repeats itself at short lags: shifts of under a second alone
-/// (six of them, −131…127, until session 9) land on the same bar often
+/// (six of them, −131…127, in an earlier version) land on the same bar often
 /// enough to overestimate chance for true alignments. With these 24 the 10 s
 /// recall under music mixed 6 dB louder rose 78 → 82 % and 57 → 62 % (two
 /// evaluation splits), and pink noise at 0 dB 97 → 99 % and 90 → 92 %, still
@@ -362,8 +362,8 @@ fn chance_of(rate_sum: f64, checked: u32, shifts: usize) -> f64 {
     }
 }
 
-/// A wrong alignment that measures chance. Moving the reference alone (until
-/// session 10) misses reference stretches whose peaks land on almost any
+/// A wrong alignment that measures chance. Moving the reference alone (as an
+/// earlier version did) misses reference stretches whose peaks land on almost any
 /// audio: the same few seconds of one reference matched two unrelated
 /// negatives at score 7.7 and 7.0, and deep-search chance alignments reached
 /// 8.8. Taking, at each shift, the larger of the two misalignments' rates
