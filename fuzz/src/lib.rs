@@ -187,27 +187,41 @@ pub fn fpfile(data: &[u8]) {
         return;
     };
     assert!(file.fingerprint.peaks.is_sorted(), "peaks out of order");
+    assert!(
+        file.fingerprint.brief_peaks.is_sorted(),
+        "brief peaks out of order"
+    );
     let again = FingerprintFile::from_bytes(path, &file.to_bytes()).expect("re-encoded file");
     // Compared as encoded: a NaN duration is not equal to itself.
     assert_eq!(again.header.encode_to_vec(), file.header.encode_to_vec());
     assert_eq!(again.fingerprint.prints, file.fingerprint.prints);
     assert_eq!(again.fingerprint.peaks, file.fingerprint.peaks);
+    assert_eq!(again.fingerprint.brief_peaks, file.fingerprint.brief_peaks);
     assert_eq!(again.fingerprint.frames, file.fingerprint.frames);
     let requests = file.requests(pb::Scope::AiTraining, "");
     let batches = |n: usize| n.div_ceil(PRINTS_PER_MESSAGE);
     assert_eq!(
         requests.len(),
-        1 + batches(file.fingerprint.prints.len()) + batches(file.fingerprint.peaks.len())
+        1 + batches(file.fingerprint.prints.len())
+            + batches(file.fingerprint.peaks.len())
+            + batches(file.fingerprint.brief_peaks.len())
     );
-    // The server appends peak batches in any order and keeps them sorted.
-    let mut peaks = Vec::new();
+    // The server appends peak batches in any order, each to its own set, and
+    // keeps both sorted.
+    let (mut peaks, mut brief_peaks) = (Vec::new(), Vec::new());
     for request in requests.iter().rev() {
         if let Some(pb::screen_fingerprints_request::Part::Peaks(batch)) = &request.part {
-            append_peaks(&mut peaks, batch).expect("peaks the file held");
+            let set = if batch.brief {
+                &mut brief_peaks
+            } else {
+                &mut peaks
+            };
+            append_peaks(set, batch).expect("peaks the file held");
         }
     }
-    assert!(peaks.is_sorted());
-    assert_eq!(peaks.len(), file.fingerprint.peaks.len());
+    assert!(peaks.is_sorted() && brief_peaks.is_sorted());
+    assert_eq!(peaks, file.fingerprint.peaks);
+    assert_eq!(brief_peaks, file.fingerprint.brief_peaks);
 }
 
 /// Layout of an index input: flags, manifest length, manifest, segment.
