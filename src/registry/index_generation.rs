@@ -170,8 +170,12 @@ mod tests {
         let mut admin = postgres::Client::connect(url, postgres::NoTls).unwrap();
         let ended: i64 = admin
             .query_one(
+                // Only in this test's database: other tests run beside it
+                // in other databases of the same cluster.
                 "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_locks \
-                 WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()) AS t",
+                 WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() \
+                 AND database = (SELECT oid FROM pg_database \
+                 WHERE datname = current_database())) AS t",
                 &[],
             )
             .unwrap()
