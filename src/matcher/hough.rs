@@ -152,12 +152,13 @@ fn best_alignment(all_hits: &[Hit], speeds: SpeedRange) -> Option<Vote> {
     } else {
         all_hits
     };
+    let times = VoteTimes::new(hits)?;
     let coarse_steps = ((speeds.max - speeds.min) / COARSE_SPEED_STEP).round() as usize;
     let mut per_slope: Vec<Vote> = (0..=coarse_steps)
         .filter_map(|i| {
             let slope = speeds.min + i as f64 * COARSE_SPEED_STEP;
             vote(
-                hits,
+                &times,
                 std::iter::once(slope),
                 COARSE_OFFSET_BIN_FRAMES,
                 speeds,
@@ -174,7 +175,7 @@ fn best_alignment(all_hits: &[Hit], speeds: SpeedRange) -> Option<Vote> {
             let fine = (-fine_steps..=fine_steps)
                 .map(move |i| slope + i as f64 * SPEED_STEP)
                 .filter(|&s| speeds.contains(s));
-            vote(hits, fine, OFFSET_BIN_FRAMES, speeds)
+            vote(&times, fine, OFFSET_BIN_FRAMES, speeds)
         })
         .max_by_key(|v| v.count)
         .map(|v| Vote { stride, ..v })
@@ -253,37 +254,57 @@ fn poisson_quantile(mean: f64, tail: f64) -> f64 {
     }
 }
 
+/// Query and reference times of the hits a vote counts, as `f64`, converted
+/// once for every slope tried.
+struct VoteTimes {
+    tq: Vec<f64>,
+    tr: Vec<f64>,
+    max_tq: f64,
+}
+
+impl VoteTimes {
+    fn new(hits: &[Hit]) -> Option<Self> {
+        let max_tq = hits.iter().map(|h| h.tq).max()?;
+        Some(Self {
+            tq: hits.iter().map(|h| f64::from(h.tq)).collect(),
+            tr: hits.iter().map(|h| f64::from(h.tr)).collect(),
+            max_tq: f64::from(max_tq),
+        })
+    }
+}
+
 /// Offset histogram for each candidate slope; returns (count, slope, offset) of the
 /// fullest pair of adjacent bins.
 ///
 /// This is the matcher's hot loop (every hit × every slope): offsets are shifted
 /// positive by a bias so a float-to-int cast floors them, with no call to `floor`.
 fn vote(
-    hits: &[Hit],
+    times: &VoteTimes,
     slopes: impl Iterator<Item = f64>,
     bin_frames: f64,
     speeds: SpeedRange,
 ) -> Option<Vote> {
-    let max_tq = hits.iter().map(|h| h.tq).max()?;
     // tr − slope·tq + bias ≥ bin_frames > 0 for every hit and slope ≤ speeds.max.
-    let bias = speeds.max * f64::from(max_tq) + bin_frames;
+    let bias = speeds.max * times.max_tq + bin_frames;
     let per_bin = 1.0 / bin_frames;
     let mut best: Option<Vote> = None;
-    let mut bins: Vec<u32> = Vec::with_capacity(hits.len());
+    let mut bins: Vec<u32> = Vec::with_capacity(times.tq.len());
     let mut counts: Vec<u32> = Vec::new();
     for slope in slopes {
         bins.clear();
-        let (mut lo, mut hi) = (u32::MAX, 0u32);
-        for h in hits {
-            let shifted = f64::from(h.tr) - slope * f64::from(h.tq) + bias;
-            let b = (shifted * per_bin) as u32;
-            lo = lo.min(b);
-            hi = hi.max(b);
-            bins.push(b);
-        }
-        if bins.is_empty() {
+        // Each shifted offset lies in [1, 2^32) bins (times are u32 frames,
+        // slopes below 2, bins of 4 frames or more), so the cast to i64
+        // truncates exactly as a cast to u32 would, without its clamping.
+        bins.extend(
+            times
+                .tq
+                .iter()
+                .zip(&times.tr)
+                .map(|(&tq, &tr)| ((tr - slope * tq + bias) * per_bin) as i64 as u32),
+        );
+        let (Some(&lo), Some(&hi)) = (bins.iter().min(), bins.iter().max()) else {
             continue;
-        }
+        };
         let span = (hi - lo) as usize + 2;
         // `counts` is all zeros between slopes: only the bins hits landed in
         // are cleared afterwards (a long query's offset range is much wider
@@ -294,24 +315,24 @@ fn vote(
         // The fullest pair of adjacent bins (lowest first among equals), tracked
         // while counting: a pair's final count is seen when its last hit lands,
         // so this costs O(hits) however wide a long query's offset range is.
-        let (mut top_count, mut top_pair) = (0u32, usize::MAX);
-        let mut consider = |count: u32, pair: usize| {
-            if count > top_count || (count == top_count && pair < top_pair) {
-                (top_count, top_pair) = (count, pair);
-            }
-        };
+        // Count and pair are one key (count high, pair reversed low), so the
+        // best is a plain maximum.
+        let key = |count: u32, pair: usize| (u64::from(count) << 32) | u64::from(!(pair as u32));
+        let mut top = 0u64;
         for &b in &bins {
             let i = (b - lo) as usize;
             counts[i] += 1;
             if i > 0 {
-                consider(counts[i - 1] + counts[i], i - 1);
+                top = top.max(key(counts[i - 1] + counts[i], i - 1));
             }
-            consider(counts[i] + counts[i + 1], i);
+            top = top.max(key(counts[i] + counts[i + 1], i));
         }
         for &b in &bins {
             counts[(b - lo) as usize] = 0;
         }
-        if top_pair != usize::MAX && best.is_none_or(|v| top_count > v.count) {
+        let top_count = (top >> 32) as u32;
+        let top_pair = !(top as u32) as usize;
+        if top_count > 0 && best.is_none_or(|v| top_count > v.count) {
             best = Some(Vote {
                 count: top_count,
                 slope,
@@ -416,6 +437,55 @@ mod tests {
             "intercept {}",
             best.intercept
         );
+    }
+
+    /// The vote's best pair of adjacent bins is the fullest pair of a plain
+    /// histogram at the best slope, lowest first among equals.
+    #[test]
+    fn vote_takes_the_fullest_pair_of_a_plain_histogram() {
+        let mut state = 0x9e37_79b9_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n) as u32
+        };
+        for round in 0..40 {
+            let hits: Vec<Hit> = (0..(5 + round * 7))
+                .map(|_| Hit {
+                    tq: next(1_250),
+                    tr: next(600) + 3_000,
+                    fq: 50,
+                    fr: 50,
+                })
+                .collect();
+            let times = VoteTimes::new(&hits).expect("hits");
+            let speeds = SpeedRange::UNWARPED;
+            let vote =
+                vote(&times, std::iter::once(1.0), OFFSET_BIN_FRAMES, speeds).expect("a vote");
+            let bias = speeds.max * times.max_tq + OFFSET_BIN_FRAMES;
+            let bins: Vec<u32> = hits
+                .iter()
+                .map(|h| {
+                    ((f64::from(h.tr) - f64::from(h.tq) + bias) / OFFSET_BIN_FRAMES).floor() as u32
+                })
+                .collect();
+            let lo = *bins.iter().min().expect("bins");
+            let hi = *bins.iter().max().expect("bins");
+            let count = |b: u32| bins.iter().filter(|&&x| x == b).count() as u32;
+            let (best_count, best_pair) = (lo..=hi)
+                .map(|b| (count(b) + count(b + 1), b - lo))
+                .fold((0, u32::MAX), |best, (c, p)| {
+                    if c > best.0 || (c == best.0 && p < best.1) {
+                        (c, p)
+                    } else {
+                        best
+                    }
+                });
+            assert_eq!(vote.count, best_count, "round {round}");
+            let offset = (f64::from(lo) + f64::from(best_pair) + 1.0) * OFFSET_BIN_FRAMES - bias;
+            assert_eq!(vote.offset, offset, "round {round}");
+        }
     }
 
     #[test]

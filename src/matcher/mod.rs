@@ -93,7 +93,7 @@ use crate::index::{Index, WorkRef};
 use crate::spectrogram::BINS_PER_OCTAVE;
 use hough::align_work;
 use pairs::pair_hypotheses;
-use verify::{PeakCheck, VerifyScratch};
+use verify::{PeakCheck, QueryGrid, VerifyScratch};
 
 /// Works with at least this many raw hits become candidates and are verified.
 const CANDIDATE_MIN_HITS: usize = 4;
@@ -228,19 +228,13 @@ pub fn find_matches_gathered(
     let mut scratch = VerifyScratch::default();
     // The query's peak sets, each verified against (see the module docs).
     let peak_sets = query_peak_sets(query);
-    let mut consumed: Vec<Vec<bool>> = peak_sets.iter().map(|set| vec![false; set.len()]).collect();
+    // No peak is consumed until every hypothesis is verified.
+    let grids: Vec<QueryGrid> = peak_sets.iter().map(|set| QueryGrid::new(set)).collect();
     // Verifies a hypothesis against every query peak; keeps it if it scores.
     let mut check = |work_ref: WorkRef, segment: Segment, verified: &mut Vec<_>| {
         let threshold = segment.required_score(config);
-        let score = peak_sets
-            .iter()
-            .zip(&consumed)
-            .map(|(set, consumed)| {
-                PeakCheck::new(set, consumed, &mut scratch)
-                    .verify(index, work_ref, &segment, threshold, None)
-                    .score()
-            })
-            .fold(f64::NEG_INFINITY, f64::max);
+        let score = PeakCheck::with_grids(&grids, &mut scratch)
+            .best_score(index, work_ref, &segment, threshold);
         if score >= threshold {
             verified.push((score, work_ref, segment));
         }
@@ -329,6 +323,7 @@ pub fn find_matches_gathered(
             .cmp(&b.2.range_from_peaks)
             .then(b.0.total_cmp(&a.0))
     });
+    let mut consumed: Vec<Vec<bool>> = peak_sets.iter().map(|set| vec![false; set.len()]).collect();
     let mut matches: Vec<Match> = Vec::new();
     let mut explained: Vec<Vec<usize>> = vec![Vec::new(); peak_sets.len()];
     for (_, work_ref, mut segment) in verified {

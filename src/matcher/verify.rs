@@ -59,12 +59,28 @@ impl PeakEvidence {
     }
 }
 
-/// Peak verification of alignments against one query.
-pub(super) struct PeakCheck<'a> {
+/// Query peak sets verified together at most (a query's peaks and its
+/// brief peaks, see [`super::query_peak_sets`]).
+pub(super) const MAX_QUERY_SETS: usize = 2;
+
+/// One query peak set as a verification sees it.
+#[derive(Clone, Copy)]
+struct SetView<'a> {
     /// Query peaks, sorted by frame.
-    query_peaks: &'a [PeakPoint],
+    peaks: &'a [PeakPoint],
     /// Query peaks already explained by an accepted match.
     consumed: &'a [bool],
+    /// A grid of the whole set built from `peaks` and `consumed`
+    /// ([`QueryGrid`]), used instead of building one per alignment.
+    whole: Option<&'a NearGrid>,
+}
+
+/// Peak verification of alignments against one query: against one of its
+/// peak sets, or against several in one pass over the reference's peaks
+/// (the reference peaks and where the alignment puts them are the same for
+/// every set; only the lookups differ).
+pub(super) struct PeakCheck<'a> {
+    sets: [Option<SetView<'a>>; MAX_QUERY_SETS],
     scratch: &'a mut VerifyScratch,
 }
 
@@ -73,7 +89,8 @@ pub(super) struct PeakCheck<'a> {
 pub(super) struct VerifyScratch {
     /// The reference's peaks around the alignment.
     ref_peaks: Vec<PeakPoint>,
-    near: NearGrid,
+    /// Grids of the verified stretch, for sets without a whole-query grid.
+    near: [NearGrid; MAX_QUERY_SETS],
 }
 
 impl<'a> PeakCheck<'a> {
@@ -82,15 +99,38 @@ impl<'a> PeakCheck<'a> {
         consumed: &'a [bool],
         scratch: &'a mut VerifyScratch,
     ) -> Self {
-        Self {
-            query_peaks,
+        let set = SetView {
+            peaks: query_peaks,
             consumed,
+            whole: None,
+        };
+        Self {
+            sets: [Some(set), None],
             scratch,
         }
     }
 
-    /// Checks where the alignment of `segment` puts the reference's peaks in the
-    /// query; with `explained`, collects the query peaks the alignment found.
+    /// Verification against every set of `grids` (at most
+    /// [`MAX_QUERY_SETS`]; none of their peaks consumed) at once.
+    pub(super) fn with_grids(grids: &'a [QueryGrid<'a>], scratch: &'a mut VerifyScratch) -> Self {
+        debug_assert!(
+            grids.len() <= MAX_QUERY_SETS,
+            "more peak sets than verified"
+        );
+        let mut sets = [None; MAX_QUERY_SETS];
+        for (slot, grid) in sets.iter_mut().zip(grids) {
+            *slot = Some(SetView {
+                peaks: grid.peaks,
+                consumed: &grid.consumed,
+                whole: grid.grid.as_ref(),
+            });
+        }
+        Self { sets, scratch }
+    }
+
+    /// Checks where the alignment of `segment` puts the reference's peaks in
+    /// the query (the first set); with `explained`, collects the query peaks
+    /// the alignment found.
     ///
     /// Evidence that cannot reach `threshold` is returned as soon as that is
     /// certain, with the chance level measured so far (a lower bound): its
@@ -104,6 +144,37 @@ impl<'a> PeakCheck<'a> {
         threshold: f64,
         explained: Option<&mut Vec<usize>>,
     ) -> PeakEvidence {
+        self.verify_sets(index, work_ref, segment, threshold, explained)[0]
+    }
+
+    /// The best score of the alignment of `segment` over the sets, exact
+    /// when it reaches `threshold` (else below it).
+    pub(super) fn best_score(
+        &mut self,
+        index: &Index,
+        work_ref: WorkRef,
+        segment: &Segment,
+        threshold: f64,
+    ) -> f64 {
+        let present = self.sets.iter().flatten().count();
+        self.verify_sets(index, work_ref, segment, threshold, None)[..present]
+            .iter()
+            .map(PeakEvidence::score)
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// [`PeakCheck::verify`] for every set, in one pass over the reference
+    /// peaks per misalignment. Each set's evidence is what a verification
+    /// of that set alone gives (its early exit included); `explained`
+    /// collects the first set's found peaks.
+    fn verify_sets(
+        &mut self,
+        index: &Index,
+        work_ref: WorkRef,
+        segment: &Segment,
+        threshold: f64,
+        explained: Option<&mut Vec<usize>>,
+    ) -> [PeakEvidence; MAX_QUERY_SETS] {
         let margin = VERIFY_MARGIN_S * FRAMES_PER_SECOND;
         let tq_lo = (segment.tq_start - margin).max(0.0);
         let tq_hi = segment.tq_end + margin;
@@ -124,133 +195,181 @@ impl<'a> PeakCheck<'a> {
         );
         let ref_peaks = &*ref_peaks;
         let pitch = segment.pitch_half_bins.round() as i32;
-        // The query stretch that a wrong alignment moving the query is
-        // confined to: the verified stretch, up to the query's last peak.
-        let query_end = self
-            .query_peaks
-            .last()
-            .map_or(0, |p| i64::from(p.t_frame) + 1);
+        let sets = self.sets;
         let stretch_lo = tq_lo.round() as i64;
-        let stretch_frames = (tq_hi.round() as i64).min(query_end) - stretch_lo;
+        // The query stretch that a wrong alignment moving a set's peaks is
+        // confined to: the verified stretch, up to the set's last peak.
+        let set_ends: [i64; MAX_QUERY_SETS] = std::array::from_fn(|s| {
+            sets[s]
+                .and_then(|set| set.peaks.last())
+                .map_or(0, |p| i64::from(p.t_frame) + 1)
+        });
+        let stretch_frames: [i64; MAX_QUERY_SETS] =
+            std::array::from_fn(|s| (tq_hi.round() as i64).min(set_ends[s]) - stretch_lo);
         // Every alignment tried maps the reference peaks into the verified
         // stretch (a frame of rounding aside); lookups outside the grid take
         // the slow path.
-        near.build(
-            self.query_peaks,
-            self.consumed,
-            stretch_lo - 1,
-            (tq_hi.round() as i64 + 1).min(query_end + VERIFY_TOLERANCE_FRAMES),
-        );
-        let near = &*near;
+        let mut grids: [Option<&NearGrid>; MAX_QUERY_SETS] = [None; MAX_QUERY_SETS];
+        for (s, (grid, near)) in grids.iter_mut().zip(near.iter_mut()).enumerate() {
+            let Some(set) = sets[s] else { continue };
+            *grid = Some(match set.whole {
+                Some(whole) => whole,
+                None => {
+                    near.build(
+                        set.peaks,
+                        set.consumed,
+                        stretch_lo - 1,
+                        (tq_hi.round() as i64 + 1).min(set_ends[s] + VERIFY_TOLERANCE_FRAMES),
+                    );
+                    near
+                }
+            });
+        }
         // Counts every `stride`-th reference peak of `[tr_lo, tr_hi)` (moved
-        // by a reference misalignment) and how many of those are found in the
-        // query under `misalign` (the true alignment when `Misalign::None`).
+        // by a reference misalignment) and how many of those each set in
+        // `active` finds in the query under `misalign` (the true alignment
+        // when `Misalign::None`), per set.
         let count = |misalign: Misalign,
                      stride: usize,
+                     mut active: [bool; MAX_QUERY_SETS],
                      mut explained: Option<&mut Vec<usize>>|
-         -> (u32, u32) {
+         -> ([u32; MAX_QUERY_SETS], [u32; MAX_QUERY_SETS]) {
+            let mut found = [0u32; MAX_QUERY_SETS];
+            let mut checked = [0u32; MAX_QUERY_SETS];
             let (shift, query_shift) = match misalign {
                 Misalign::None => (0, None),
                 Misalign::Reference(s) => (s, None),
                 Misalign::Query(s) => (0, Some(s)),
             };
-            if let Some(s) = query_shift {
-                // Around a stretch shorter than the shift, the wrapped shift
-                // may come back near the true alignment: it measures nothing.
-                let wrapped = s.rem_euclid(stretch_frames.max(1));
-                if wrapped.min(stretch_frames - wrapped) < NEAREST_SHIFT_FRAMES {
-                    return (0, 0);
+            if let Some(shift) = query_shift {
+                for (s, active) in active.iter_mut().enumerate() {
+                    // Around a stretch shorter than the shift, the wrapped
+                    // shift may come back near the true alignment: it
+                    // measures nothing.
+                    let wrapped = shift.rem_euclid(stretch_frames[s].max(1));
+                    if wrapped.min(stretch_frames[s] - wrapped) < NEAREST_SHIFT_FRAMES {
+                        *active = false;
+                    }
                 }
             }
             let (lo, hi) = (tr_lo + shift as f64, tr_hi + shift as f64);
-            let (mut checked, mut found) = (0, 0);
             // Reference peaks come in time order and the alignment is increasing,
             // so the search position in the query only moves forward (except
             // once, where a circular query shift wraps around).
-            let mut cursor = None;
-            let mut previous_tq = i64::MIN;
+            let mut cursors: [Option<usize>; MAX_QUERY_SETS] = [None; MAX_QUERY_SETS];
+            let mut previous_tq = [i64::MIN; MAX_QUERY_SETS];
             let window_start = ref_peaks.partition_point(|p| f64::from(p.t_frame) < lo);
             let window_end = ref_peaks.partition_point(|p| f64::from(p.t_frame) < hi);
             let window = ref_peaks.get(window_start..window_end).unwrap_or_default();
             for p in window.iter().step_by(stride) {
                 let tr = f64::from(p.t_frame);
-                let mut tq = round_to_i64((tr - shift as f64 - segment.intercept) / segment.slope);
-                if let Some(s) = query_shift {
-                    tq = stretch_lo + (tq - stretch_lo + s).rem_euclid(stretch_frames);
-                    if tq < previous_tq {
-                        cursor = None;
-                    }
-                    previous_tq = tq;
-                }
+                let aligned_tq =
+                    round_to_i64((tr - shift as f64 - segment.intercept) / segment.slope);
                 let fq = i32::from(p.f_half_bins) + pitch;
-                checked += 1;
-                if let Some(out) = explained.as_deref_mut() {
-                    // Which query peak: the slow path.
-                    if let Some(i) =
-                        peak_near_from(self.query_peaks, self.consumed, &mut cursor, tq, fq)
-                    {
-                        found += 1;
-                        out.push(i);
+                for (s, set) in sets.iter().enumerate() {
+                    let (Some(set), true) = (set, active[s]) else {
+                        continue;
+                    };
+                    let cursor = &mut cursors[s];
+                    let mut tq = aligned_tq;
+                    if let Some(shift) = query_shift {
+                        tq = stretch_lo + (tq - stretch_lo + shift).rem_euclid(stretch_frames[s]);
+                        if tq < previous_tq[s] {
+                            *cursor = None;
+                        }
+                        previous_tq[s] = tq;
                     }
-                } else if let Some(near) = near.near(tq, fq) {
-                    found += u32::from(near);
-                } else if peak_near_from(self.query_peaks, self.consumed, &mut cursor, tq, fq)
-                    .is_some()
-                {
-                    found += 1;
+                    checked[s] += 1;
+                    if s == 0
+                        && let Some(out) = explained.as_deref_mut()
+                    {
+                        // Which query peak: the slow path.
+                        if let Some(i) = peak_near_from(set.peaks, set.consumed, cursor, tq, fq) {
+                            found[s] += 1;
+                            out.push(i);
+                        }
+                    } else if let Some(near) = grids[s].and_then(|g| g.near(tq, fq)) {
+                        found[s] += u32::from(near);
+                    } else if peak_near_from(set.peaks, set.consumed, cursor, tq, fq).is_some() {
+                        found[s] += 1;
+                    }
                 }
             }
             (checked, found)
         };
-        let (checked, found) = count(Misalign::None, 1, explained);
-        let mut evidence = PeakEvidence {
+        let present: [bool; MAX_QUERY_SETS] = std::array::from_fn(|s| sets[s].is_some());
+        let (checked, found) = count(Misalign::None, 1, present, explained);
+        // Every present set checks every reference peak of the alignment.
+        let checked = checked.iter().copied().max().unwrap_or(0);
+        let mut evidence: [PeakEvidence; MAX_QUERY_SETS] = std::array::from_fn(|s| PeakEvidence {
             checked,
-            found,
+            found: found[s],
             chance: 0.0,
-        };
+        });
         // Chance is the mean over the shifts of the larger of the two
         // misalignments' rates (scaled to the peaks of the true alignment).
         // Until every rate is counted, the sum of what is known over all
         // shifts is a lower bound of that mean: the cheaper reference
         // misalignments are counted first, and most chance hypotheses end
         // there; the query misalignments are counted only for what survives.
-        let bound_exceeded = |known_sum: f64| {
-            let bound = PeakEvidence {
-                checked,
-                found,
-                chance: chance_of(known_sum, checked, CHANCE_SHIFTS_FRAMES.len()),
-            };
-            bound.score() < threshold
+        // A set whose bound falls below `threshold` is done with.
+        let mut alive = present;
+        let mut known_sum = [0.0f64; MAX_QUERY_SETS];
+        let retire = |alive: &mut [bool; MAX_QUERY_SETS],
+                      evidence: &mut [PeakEvidence; MAX_QUERY_SETS],
+                      known_sum: &[f64; MAX_QUERY_SETS]| {
+            for s in 0..MAX_QUERY_SETS {
+                if !alive[s] {
+                    continue;
+                }
+                let bound = PeakEvidence {
+                    chance: chance_of(known_sum[s], checked, CHANCE_SHIFTS_FRAMES.len()),
+                    ..evidence[s]
+                };
+                if bound.score() < threshold {
+                    // More chance only lowers the score.
+                    evidence[s] = bound;
+                    alive[s] = false;
+                }
+            }
+            alive.iter().any(|&a| a)
         };
         let stride = (checked as usize).div_ceil(CHANCE_SAMPLE_PEAKS).max(1);
-        let rate_of = |misalign: Misalign| {
-            let (c, f) = count(misalign, stride, None);
-            (c > 0).then(|| f64::from(f) / f64::from(c))
+        let rates_of = |misalign: Misalign, alive: [bool; MAX_QUERY_SETS]| {
+            let (c, f) = count(misalign, stride, alive, None);
+            std::array::from_fn::<_, MAX_QUERY_SETS, _>(|s| {
+                (c[s] > 0 && alive[s]).then(|| f64::from(f[s]) / f64::from(c[s]))
+            })
         };
-        let mut rates = [None; CHANCE_SHIFTS_FRAMES.len()];
-        let mut known_sum = 0.0;
-        for (rate, &shift) in rates.iter_mut().zip(&CHANCE_SHIFTS_FRAMES) {
-            if bound_exceeded(known_sum) {
-                // More chance only lowers the score.
-                evidence.chance = chance_of(known_sum, checked, CHANCE_SHIFTS_FRAMES.len());
+        let mut rates = [[None; CHANCE_SHIFTS_FRAMES.len()]; MAX_QUERY_SETS];
+        for (i, &shift) in CHANCE_SHIFTS_FRAMES.iter().enumerate() {
+            if !retire(&mut alive, &mut evidence, &known_sum) {
                 return evidence;
             }
-            *rate = rate_of(Misalign::Reference(shift));
-            known_sum += rate.unwrap_or(0.0);
+            let measured = rates_of(Misalign::Reference(shift), alive);
+            for s in (0..MAX_QUERY_SETS).filter(|&s| alive[s]) {
+                rates[s][i] = measured[s];
+                known_sum[s] += measured[s].unwrap_or(0.0);
+            }
         }
-        for (rate, &shift) in rates.iter_mut().zip(&CHANCE_SHIFTS_FRAMES) {
-            if bound_exceeded(known_sum) {
-                evidence.chance = chance_of(known_sum, checked, CHANCE_SHIFTS_FRAMES.len());
+        for (i, &shift) in CHANCE_SHIFTS_FRAMES.iter().enumerate() {
+            if !retire(&mut alive, &mut evidence, &known_sum) {
                 return evidence;
             }
-            if let Some(query_rate) = rate_of(Misalign::Query(shift)) {
-                let larger = rate.map_or(query_rate, |r| r.max(query_rate));
-                known_sum += larger - rate.unwrap_or(0.0);
-                *rate = Some(larger);
+            let measured = rates_of(Misalign::Query(shift), alive);
+            for s in (0..MAX_QUERY_SETS).filter(|&s| alive[s]) {
+                if let Some(query_rate) = measured[s] {
+                    let rate = &mut rates[s][i];
+                    let larger = rate.map_or(query_rate, |r: f64| r.max(query_rate));
+                    known_sum[s] += larger - rate.unwrap_or(0.0);
+                    *rate = Some(larger);
+                }
             }
         }
-        let measured = rates.iter().flatten().count();
-        evidence.chance = chance_of(known_sum, checked, measured);
+        for s in (0..MAX_QUERY_SETS).filter(|&s| alive[s]) {
+            let measured = rates[s].iter().flatten().count();
+            evidence[s].chance = chance_of(known_sum[s], checked, measured);
+        }
         evidence
     }
 }
@@ -267,6 +386,40 @@ struct NearGrid {
     first_frame: i64,
     frames: i64,
     words: Vec<u64>,
+}
+
+/// A query's peak set with none of its peaks consumed, and the [`NearGrid`]
+/// of all of it: the alignments proposed for a query are verified before any
+/// is accepted, so one grid serves them all (building a grid per alignment
+/// was a twentieth of the matcher's time). A query longer than
+/// [`WHOLE_QUERY_GRID_MAX_FRAMES`] gets no grid: each alignment builds its own.
+pub(super) struct QueryGrid<'a> {
+    peaks: &'a [PeakPoint],
+    consumed: Vec<bool>,
+    grid: Option<NearGrid>,
+}
+
+/// Longest query (frames, about 17 minutes; 5 MB of grid) that gets a
+/// [`QueryGrid`].
+const WHOLE_QUERY_GRID_MAX_FRAMES: i64 = 1 << 17;
+
+impl<'a> QueryGrid<'a> {
+    /// The grid of `peaks` (sorted by frame), none consumed.
+    pub(super) fn new(peaks: &'a [PeakPoint]) -> Self {
+        let consumed = vec![false; peaks.len()];
+        let last_frame =
+            peaks.last().map_or(0, |p| i64::from(p.t_frame)) + 1 + VERIFY_TOLERANCE_FRAMES;
+        let grid = (last_frame < WHOLE_QUERY_GRID_MAX_FRAMES).then(|| {
+            let mut grid = NearGrid::default();
+            grid.build(peaks, &consumed, 0, last_frame);
+            grid
+        });
+        Self {
+            peaks,
+            consumed,
+            grid,
+        }
+    }
 }
 
 /// Words of a [`NearGrid`] row: frequencies of `f_half_bins` (0..=255) widened
@@ -661,6 +814,108 @@ mod tests {
         }
         for v in values {
             assert_eq!(round_to_i64(v), v.round() as i64, "{v}");
+        }
+    }
+
+    /// Pseudo-random peaks over `frames` frames, sorted, distinct.
+    fn scattered_peaks(count: usize, frames: u64, seed: u64) -> Vec<PeakPoint> {
+        let mut state = seed | 1;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut peaks: Vec<PeakPoint> = (0..count)
+            .map(|_| PeakPoint {
+                t_frame: next(frames) as u32,
+                f_half_bins: (20 + next(200)) as u8,
+            })
+            .collect();
+        peaks.sort_unstable();
+        peaks.dedup();
+        peaks
+    }
+
+    /// Verifying both peak sets in one pass gives each set the evidence a
+    /// verification of it alone gives, early exits included: for true and
+    /// wrong alignments, scaled and pitched ones, sets of different lengths,
+    /// with and without a whole-query grid.
+    #[test]
+    fn both_sets_at_once_match_each_set_alone() {
+        let ref_peaks = scattered_peaks(2_400, 12_000, 11);
+        let (_dir, index) = crate::matcher::one_work_index("work", 96.0, &[], &ref_peaks);
+        let work_ref = index.work_ref_of_slot(0).expect("work");
+        // A 20 s query holding the work from frame 3 000 on among other
+        // peaks; its brief set is denser and ends earlier.
+        let shifted: Vec<PeakPoint> = ref_peaks
+            .iter()
+            .filter(|p| (3_000..5_500).contains(&p.t_frame))
+            .map(|p| PeakPoint {
+                t_frame: p.t_frame - 3_000,
+                ..*p
+            })
+            .collect();
+        let mut usual = scattered_peaks(1_000, 2_500, 5);
+        usual.extend(shifted.iter().step_by(2));
+        usual.sort_unstable();
+        usual.dedup();
+        let mut brief = scattered_peaks(2_000, 2_300, 9);
+        brief.extend(shifted.iter().filter(|p| p.t_frame < 2_300));
+        brief.sort_unstable();
+        brief.dedup();
+        // Beyond the whole-query grid's reach: the stretch grids serve.
+        let mut long_brief = brief.clone();
+        long_brief.push(PeakPoint {
+            t_frame: WHOLE_QUERY_GRID_MAX_FRAMES as u32 + 5,
+            f_half_bins: 60,
+        });
+        let segments = [
+            unscaled(0.0, 1_250.0, 3_000.0),
+            unscaled(1_000.0, 2_400.0, 3_000.0),
+            unscaled(0.0, 2_500.0, 4_321.0),
+            Segment {
+                slope: 1.04,
+                pitch_half_bins: 2.0,
+                ..unscaled(200.0, 1_500.0, 2_950.0)
+            },
+        ];
+        for sets in [[&usual, &brief], [&usual, &long_brief]] {
+            let grids: Vec<QueryGrid> = sets.iter().map(|set| QueryGrid::new(set)).collect();
+            assert_eq!(grids[1].grid.is_some(), sets[1].len() == brief.len());
+            for segment in &segments {
+                for threshold in [f64::NEG_INFINITY, 3.0, 8.0, 40.0] {
+                    let mut scratch = VerifyScratch::default();
+                    let together = PeakCheck::with_grids(&grids, &mut scratch)
+                        .verify_sets(&index, work_ref, segment, threshold, None);
+                    for (s, set) in sets.iter().enumerate() {
+                        let consumed = vec![false; set.len()];
+                        let alone = PeakCheck::new(set, &consumed, &mut scratch)
+                            .verify(&index, work_ref, segment, threshold, None);
+                        assert_eq!(together[s], alone, "set {s} {segment:?} {threshold}");
+                    }
+                    let best = together
+                        .iter()
+                        .map(PeakEvidence::score)
+                        .fold(f64::MIN, f64::max);
+                    let score = PeakCheck::with_grids(&grids, &mut scratch)
+                        .best_score(&index, work_ref, segment, threshold);
+                    assert_eq!(score, best);
+                }
+            }
+            // The true alignment is found in both sets.
+            let mut scratch = VerifyScratch::default();
+            let true_evidence = PeakCheck::with_grids(&grids, &mut scratch).verify_sets(
+                &index,
+                work_ref,
+                &segments[0],
+                f64::NEG_INFINITY,
+                None,
+            );
+            assert!(
+                true_evidence.iter().all(|e| e.score() > 20.0),
+                "{true_evidence:?}"
+            );
         }
     }
 
