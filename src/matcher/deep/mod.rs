@@ -97,10 +97,13 @@ pub(super) struct DeepSearch {
     /// Reference frames grouped by query frequency: the frames of the
     /// reference peaks within the frequency tolerance of each half bin.
     ref_near: PeaksNear,
-    /// Votes of the previous and the current half window; all zero outside
-    /// the range a half has voted into (restored after use).
+    /// Votes of the previous and the current half window of the peak set
+    /// being searched; all zero outside the range a half has voted into
+    /// (restored after use).
     previous: Vec<u16>,
     current: Vec<u16>,
+    /// The same two of each peak set, while another set is searched.
+    parked: Vec<(Vec<u16>, Vec<u16>)>,
     /// Box sums of a window (previous + current half) over the offsets it can
     /// vote for, from its first one: the votes within the verification
     /// tolerance of each offset.
@@ -150,6 +153,58 @@ fn half_windows(query_frames: u32) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// A query's peak sets split into the peaks every set holds and the rest of
+/// each: both sets of a query share most peaks (a maximum over ±10 frames
+/// is one over ±3), and a shared peak votes once for all of them.
+struct SharedPeaks {
+    /// Peaks in every set (with multiplicity); `None` for a single set.
+    shared: Option<Vec<PeakPoint>>,
+    /// Each set's peaks not in `shared`.
+    own: Vec<Vec<PeakPoint>>,
+}
+
+impl SharedPeaks {
+    fn split(sets: &[&[PeakPoint]]) -> Self {
+        let sorted = |set: &[PeakPoint]| {
+            let mut set = set.to_vec();
+            set.sort_unstable();
+            set
+        };
+        let [first, second] = sets else {
+            return Self {
+                shared: None,
+                own: sets.iter().map(|set| set.to_vec()).collect(),
+            };
+        };
+        let (a, b) = (sorted(first), sorted(second));
+        let (mut shared, mut own_a, mut own_b) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            match a[i].cmp(&b[j]) {
+                std::cmp::Ordering::Equal => {
+                    shared.push(a[i]);
+                    i += 1;
+                    j += 1;
+                }
+                std::cmp::Ordering::Less => {
+                    own_a.push(a[i]);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    own_b.push(b[j]);
+                    j += 1;
+                }
+            }
+        }
+        own_a.extend_from_slice(&a[i..]);
+        own_b.extend_from_slice(&b[j..]);
+        Self {
+            shared: Some(shared),
+            own: vec![own_a, own_b],
+        }
+    }
+}
+
 impl DeepSearch {
     /// Unscaled alignments of the shortlisted works proposed by peak
     /// correlation, one segment per (work, window, offset), strongest first.
@@ -162,20 +217,26 @@ impl DeepSearch {
         min_score: f64,
     ) -> Vec<(u32, WorkRef, Segment)> {
         let mut found = Vec::new();
-        let queries: Vec<PeaksByFrequency> = query_sets
+        let sets: Vec<&[PeakPoint]> = query_sets
             .iter()
+            .copied()
             .filter(|set| !set.is_empty())
-            .map(|set| PeaksByFrequency::new(set))
             .collect();
-        if queries.is_empty() || works.is_empty() {
+        if sets.is_empty() || works.is_empty() {
             return found;
         }
+        let split = SharedPeaks::split(&sets);
+        let shared = split.shared.as_deref().map(PeaksByFrequency::new);
+        let own: Vec<PeaksByFrequency> =
+            split.own.iter().map(|o| PeaksByFrequency::new(o)).collect();
+        self.parked.resize_with(sets.len(), Default::default);
         let halves = half_windows(query_frames);
         // Vote index of the offset `t_ref − t_query` is `offset + base`.
         let base = halves.last().map_or(0, |h| h.1) as usize + VOTE_PAD;
         // A hypothesis needs at least this many found peaks, and every found
         // peak is at least one vote.
         let min_votes = min_score.ceil().max(1.0) as u32;
+        let mut per_set: Vec<Vec<(u32, WorkRef, Segment)>> = vec![Vec::new(); sets.len()];
         for &work in works {
             self.ref_peaks.clear();
             index.work_peaks(work, 0, u32::MAX, &mut self.ref_peaks);
@@ -184,9 +245,11 @@ impl DeepSearch {
             };
             self.ref_near.fill(&PeaksByFrequency::new(&self.ref_peaks));
             let len = base + last_ref as usize + 1 + VOTE_PAD;
-            for votes in [&mut self.previous, &mut self.current] {
-                if votes.len() < len {
-                    votes.resize(len, 0);
+            for (previous, current) in &mut self.parked {
+                for votes in [previous, current] {
+                    if votes.len() < len {
+                        votes.resize(len, 0);
+                    }
                 }
             }
             // Offsets a half window `[h0, h1)` can vote for.
@@ -196,63 +259,101 @@ impl DeepSearch {
                     base + last_ref as usize - h0 as usize,
                 )
             };
-            // Each peak set of the query against the work's peaks, read once.
-            for (query, (k, &half)) in queries
-                .iter()
-                .flat_map(|query| std::iter::repeat(query).zip(halves.iter().enumerate()))
-            {
-                correlate(query, &self.ref_near, half, base, &mut self.current);
+            for (k, &half) in halves.iter().enumerate() {
                 let (c_lo, c_hi) = range(half);
-                if k == 0 && halves.len() > 1 {
-                    std::mem::swap(&mut self.previous, &mut self.current);
-                    continue;
+                // The peaks every set holds vote once, into the first set's
+                // votes, copied to the others (whose votes are zero there).
+                if let Some(shared) = &shared {
+                    let (first, others) = self.parked.split_at_mut(1);
+                    correlate(shared, &self.ref_near, half, base, &mut first[0].1);
+                    for other in others {
+                        other.1[c_lo..=c_hi].copy_from_slice(&first[0].1[c_lo..=c_hi]);
+                    }
                 }
-                // The window is the previous half (if any) and this one (the
-                // previous half's votes are zero when there is none).
-                let (lo, hi, w0) = match k.checked_sub(1).map(|j| halves[j]) {
-                    Some(before) => (c_lo, range(before).1, before.0),
-                    None => (c_lo, c_hi, half.0),
-                };
-                window_box_sums(
-                    &self.previous,
-                    &self.current,
-                    lo..=hi,
-                    &mut self.boxed,
-                    &mut self.block_max,
-                );
-                let best = self.best_offsets(lo, hi, min_votes);
-                // Restore the zeros: the previous half is done with; this one
-                // becomes the previous half (or is done with too, at the end).
-                if let Some(before) = k.checked_sub(1).map(|j| halves[j]) {
-                    let (p_lo, p_hi) = range(before);
-                    self.previous[p_lo..=p_hi].fill(0);
+                for (s, own) in own.iter().enumerate() {
+                    std::mem::swap(&mut self.parked[s].0, &mut self.previous);
+                    std::mem::swap(&mut self.parked[s].1, &mut self.current);
+                    self.window(
+                        own,
+                        (k, half),
+                        &halves,
+                        (base, range),
+                        min_votes,
+                        (work, &mut per_set[s]),
+                    );
+                    std::mem::swap(&mut self.parked[s].0, &mut self.previous);
+                    std::mem::swap(&mut self.parked[s].1, &mut self.current);
                 }
-                std::mem::swap(&mut self.previous, &mut self.current);
-                if k + 1 == halves.len() {
-                    self.previous[c_lo..=c_hi].fill(0);
-                }
-                let w1 = half.1;
-                for (votes, o) in best {
-                    found.push((
-                        votes,
-                        work,
-                        Segment {
-                            anchors: 0,
-                            hits: 0,
-                            tq_start: f64::from(w0),
-                            tq_end: f64::from(w1),
-                            slope: 1.0,
-                            intercept: o as f64 - base as f64,
-                            pitch_half_bins: 0.0,
-                            range_from_peaks: true,
-                            deep: true,
-                        },
-                    ));
-                }
+            }
+            // Set by set, as each set's windows were searched.
+            for set_found in &mut per_set {
+                found.append(set_found);
             }
         }
         found.sort_by_key(|f| std::cmp::Reverse(f.0));
         found
+    }
+
+    /// Adds the votes of `query`'s peaks in half window `k` (`half`) to the
+    /// current votes; when that completes a window, pushes its best offsets
+    /// onto `found`. `range` gives the offsets a half window can vote for.
+    fn window(
+        &mut self,
+        query: &PeaksByFrequency,
+        (k, half): (usize, (u32, u32)),
+        halves: &[(u32, u32)],
+        (base, range): (usize, impl Fn((u32, u32)) -> (usize, usize)),
+        min_votes: u32,
+        (work, found): (WorkRef, &mut Vec<(u32, WorkRef, Segment)>),
+    ) {
+        correlate(query, &self.ref_near, half, base, &mut self.current);
+        let (c_lo, c_hi) = range(half);
+        if k == 0 && halves.len() > 1 {
+            std::mem::swap(&mut self.previous, &mut self.current);
+            return;
+        }
+        // The window is the previous half (if any) and this one (the
+        // previous half's votes are zero when there is none).
+        let (lo, hi, w0) = match k.checked_sub(1).map(|j| halves[j]) {
+            Some(before) => (c_lo, range(before).1, before.0),
+            None => (c_lo, c_hi, half.0),
+        };
+        window_box_sums(
+            &self.previous,
+            &self.current,
+            lo..=hi,
+            &mut self.boxed,
+            &mut self.block_max,
+        );
+        let best = self.best_offsets(lo, hi, min_votes);
+        // Restore the zeros: the previous half is done with; this one
+        // becomes the previous half (or is done with too, at the end).
+        if let Some(before) = k.checked_sub(1).map(|j| halves[j]) {
+            let (p_lo, p_hi) = range(before);
+            self.previous[p_lo..=p_hi].fill(0);
+        }
+        std::mem::swap(&mut self.previous, &mut self.current);
+        if k + 1 == halves.len() {
+            self.previous[c_lo..=c_hi].fill(0);
+        }
+        let w1 = half.1;
+        for (votes, o) in best {
+            found.push((
+                votes,
+                work,
+                Segment {
+                    anchors: 0,
+                    hits: 0,
+                    tq_start: f64::from(w0),
+                    tq_end: f64::from(w1),
+                    slope: 1.0,
+                    intercept: o as f64 - base as f64,
+                    pitch_half_bins: 0.0,
+                    range_from_peaks: true,
+                    deep: true,
+                },
+            ));
+        }
     }
 
     /// The [`DEEP_OFFSETS_PER_WINDOW`] offsets in `[lo, hi]` of the window's

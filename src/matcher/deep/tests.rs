@@ -307,3 +307,70 @@ fn range_top_matches_a_plain_search() {
         }
     }
 }
+
+#[test]
+fn shared_peaks_split_two_sets_with_multiplicity() {
+    let p = |t_frame, f_half_bins| PeakPoint {
+        t_frame,
+        f_half_bins,
+    };
+    let a = vec![p(5, 9), p(1, 2), p(3, 4), p(3, 4), p(7, 7)];
+    let b = vec![p(3, 4), p(1, 2), p(8, 8)];
+    let split = SharedPeaks::split(&[&a, &b]);
+    assert_eq!(split.shared, Some(vec![p(1, 2), p(3, 4)]));
+    assert_eq!(
+        split.own,
+        vec![vec![p(3, 4), p(5, 9), p(7, 7)], vec![p(8, 8)]]
+    );
+    // One set, or more than two: each on its own.
+    let single = SharedPeaks::split(&[&a]);
+    assert!(single.shared.is_none());
+    assert_eq!(single.own, vec![a.clone()]);
+    assert!(SharedPeaks::split(&[&a, &b, &a]).shared.is_none());
+}
+
+/// Two overlapping peak sets searched together propose exactly what each
+/// set searched alone proposes (shared peaks vote once for both).
+#[test]
+fn two_sets_together_propose_what_each_proposes_alone() {
+    let work_peaks = random_peaks(120, 24, 17);
+    let (_dir, index) = one_work_index("work", 120.0, &chance_prints(), &work_peaks);
+    let work = index.work_ref_of_slot(0).expect("work");
+    for (seconds, seed) in [(10u32, 3u64), (5, 4), (23, 5)] {
+        let frames = (f64::from(seconds) * FRAMES_PER_SECOND) as u32;
+        let offset = (40.0 * FRAMES_PER_SECOND) as u32;
+        // The work's peaks from 40 s on, among other peaks; the usual set
+        // is mostly inside the brief one.
+        let mut brief = random_peaks(seconds, 60, seed);
+        brief.extend(
+            work_peaks
+                .iter()
+                .filter(|p| (offset..offset + frames).contains(&p.t_frame))
+                .step_by(2)
+                .map(|p| PeakPoint {
+                    t_frame: p.t_frame - offset,
+                    ..*p
+                }),
+        );
+        brief.sort_unstable();
+        brief.dedup();
+        let mut usual: Vec<PeakPoint> = brief.iter().copied().step_by(2).collect();
+        usual.extend(random_peaks(seconds, 5, seed + 50));
+        usual.sort_unstable();
+        let min_score = 7.5;
+        let mut search = DeepSearch::default();
+        let together =
+            search.hypotheses(&index, &[&usual, &brief], frames, &[work, work], min_score);
+        let mut alone = search.hypotheses(&index, &[&usual], frames, &[work, work], min_score);
+        alone.extend(search.hypotheses(&index, &[&brief], frames, &[work, work], min_score));
+        // Per work set by set, strongest first (a stable sort).
+        alone.sort_by_key(|f| std::cmp::Reverse(f.0));
+        let key = |h: &[(u32, WorkRef, Segment)]| {
+            h.iter()
+                .map(|(votes, w, s)| (*votes, *w, s.tq_start, s.tq_end, s.intercept))
+                .collect::<Vec<_>>()
+        };
+        assert!(!together.is_empty(), "{seconds} s");
+        assert_eq!(key(&together), key(&alone), "{seconds} s");
+    }
+}
