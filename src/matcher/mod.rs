@@ -58,7 +58,9 @@
 //!    keeps the better score. Under a voice a work's partials are local
 //!    maxima only between the voice's syllables, so only the brief set holds
 //!    them; under noise the brief set is mostly noise, and the usual set
-//!    scores higher. The deep search correlates each set on its own.
+//!    scores higher. Both sets are verified in one pass over the reference
+//!    peaks. The deep search proposes offsets from each set on its own (the
+//!    peaks both sets hold vote once, for both).
 //! 8. **Score.** The score is the excess of found peaks over chance in units of its
 //!    Poisson spread, `(found − chance) / √(chance + 1)`: on the evaluation's
 //!    negatives and against every wrong work of its positive queries, chance
