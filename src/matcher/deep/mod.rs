@@ -229,6 +229,7 @@ impl DeepSearch {
         let shared = split.shared.as_deref().map(PeaksByFrequency::new);
         let own: Vec<PeaksByFrequency> =
             split.own.iter().map(|o| PeaksByFrequency::new(o)).collect();
+        self.parked.truncate(sets.len());
         self.parked.resize_with(sets.len(), Default::default);
         let halves = half_windows(query_frames);
         // Vote index of the offset `t_ref − t_query` is `offset + base`.
