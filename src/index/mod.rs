@@ -304,6 +304,13 @@ impl Index {
         self.segments.iter().map(Segment::posting_count).sum()
     }
 
+    /// Every live work, in index order (segment, then work).
+    pub fn live_works(&self) -> Vec<WorkRef> {
+        let mut works: Vec<WorkRef> = self.live.values().copied().collect();
+        works.sort_unstable();
+        works
+    }
+
     pub fn live_work_count(&self) -> usize {
         self.live.len()
     }

@@ -153,6 +153,7 @@ fn best_alignment(all_hits: &[Hit], speeds: SpeedRange) -> Option<Vote> {
         all_hits
     };
     let times = VoteTimes::new(hits)?;
+    let mut buffers = VoteBuffers::default();
     let coarse_steps = ((speeds.max - speeds.min) / COARSE_SPEED_STEP).round() as usize;
     let mut per_slope: Vec<Vote> = (0..=coarse_steps)
         .filter_map(|i| {
@@ -162,6 +163,7 @@ fn best_alignment(all_hits: &[Hit], speeds: SpeedRange) -> Option<Vote> {
                 std::iter::once(slope),
                 COARSE_OFFSET_BIN_FRAMES,
                 speeds,
+                &mut buffers,
             )
         })
         .collect();
@@ -175,7 +177,7 @@ fn best_alignment(all_hits: &[Hit], speeds: SpeedRange) -> Option<Vote> {
             let fine = (-fine_steps..=fine_steps)
                 .map(move |i| slope + i as f64 * SPEED_STEP)
                 .filter(|&s| speeds.contains(s));
-            vote(&times, fine, OFFSET_BIN_FRAMES, speeds)
+            vote(&times, fine, OFFSET_BIN_FRAMES, speeds, &mut buffers)
         })
         .max_by_key(|v| v.count)
         .map(|v| Vote { stride, ..v })
@@ -283,13 +285,13 @@ fn vote(
     slopes: impl Iterator<Item = f64>,
     bin_frames: f64,
     speeds: SpeedRange,
+    buffers: &mut VoteBuffers,
 ) -> Option<Vote> {
     // tr − slope·tq + bias ≥ bin_frames > 0 for every hit and slope ≤ speeds.max.
     let bias = speeds.max * times.max_tq + bin_frames;
     let per_bin = 1.0 / bin_frames;
     let mut best: Option<Vote> = None;
-    let mut bins: Vec<u32> = Vec::with_capacity(times.tq.len());
-    let mut counts: Vec<u32> = Vec::new();
+    let VoteBuffers { bins, counts } = buffers;
     for slope in slopes {
         bins.clear();
         // Each shifted offset lies in [1, 2^32) bins (times are u32 frames,
@@ -302,9 +304,12 @@ fn vote(
                 .zip(&times.tr)
                 .map(|(&tq, &tr)| ((tr - slope * tq + bias) * per_bin) as i64 as u32),
         );
-        let (Some(&lo), Some(&hi)) = (bins.iter().min(), bins.iter().max()) else {
+        if bins.is_empty() {
             continue;
-        };
+        }
+        let (lo, hi) = bins
+            .iter()
+            .fold((u32::MAX, 0), |(lo, hi), &b| (lo.min(b), hi.max(b)));
         let span = (hi - lo) as usize + 2;
         // `counts` is all zeros between slopes: only the bins hits landed in
         // are cleared afterwards (a long query's offset range is much wider
@@ -319,7 +324,7 @@ fn vote(
         // best is a plain maximum.
         let key = |count: u32, pair: usize| (u64::from(count) << 32) | u64::from(!(pair as u32));
         let mut top = 0u64;
-        for &b in &bins {
+        for &b in bins.iter() {
             let i = (b - lo) as usize;
             counts[i] += 1;
             if i > 0 {
@@ -327,7 +332,7 @@ fn vote(
             }
             top = top.max(key(counts[i] + counts[i + 1], i));
         }
-        for &b in &bins {
+        for &b in bins.iter() {
             counts[(b - lo) as usize] = 0;
         }
         let top_count = (top >> 32) as u32;
@@ -348,6 +353,16 @@ fn vote(
         }
     }
     best
+}
+
+/// Buffers of [`vote`], kept from one slope and one call to the next.
+#[derive(Default)]
+struct VoteBuffers {
+    /// Offset bin of each hit at the slope being voted.
+    bins: Vec<u32>,
+    /// Hits per offset bin: all zero between slopes (only the bins hits
+    /// landed in are cleared after each).
+    counts: Vec<u32>,
 }
 
 /// Least-squares line through the hits (`t_ref` against `t_query`).
@@ -461,8 +476,14 @@ mod tests {
                 .collect();
             let times = VoteTimes::new(&hits).expect("hits");
             let speeds = SpeedRange::UNWARPED;
-            let vote =
-                vote(&times, std::iter::once(1.0), OFFSET_BIN_FRAMES, speeds).expect("a vote");
+            let vote = vote(
+                &times,
+                std::iter::once(1.0),
+                OFFSET_BIN_FRAMES,
+                speeds,
+                &mut VoteBuffers::default(),
+            )
+            .expect("a vote");
             let bias = speeds.max * times.max_tq + OFFSET_BIN_FRAMES;
             let bins: Vec<u32> = hits
                 .iter()

@@ -34,7 +34,9 @@
 //!    keep 0–2 consistent triplets: too few even for pairs, although their single
 //!    peaks would verify far above chance at the right alignment. The
 //!    [`MatcherConfig::deep_search_works`] works with the most raw hits that the
-//!    stages above did not find are cross-correlated peak by peak with each 10 s
+//!    stages above did not find (every work of a catalog no larger than that,
+//!    hit or not: under a voice a work may keep no hash at all) are
+//!    cross-correlated peak by peak with each 10 s
 //!    window of the query (speed 1, pitch 1), and the best offsets are verified
 //!    like any other hypothesis, against the stricter
 //!    [`MatcherConfig::deep_min_score`]. On the evaluation this raised 10 s
@@ -286,8 +288,16 @@ pub fn find_matches_gathered(
     if config.deep_search_works > 0 {
         let mut shortlist: Vec<WorkRef> = Vec::new();
         // The deep search runs at speed 1: it takes the works the unwarped
-        // prints hit.
-        for work in candidates.iter().filter(|c| c.warp == 0).map(|c| c.work) {
+        // prints hit, most hits first; a catalog no larger than the
+        // shortlist is searched whole (under a voice a work may keep no
+        // hash at all).
+        let hit_works = candidates.iter().filter(|c| c.warp == 0).map(|c| c.work);
+        let whole_catalog = if index.live_work_count() <= config.deep_search_works {
+            index.live_works()
+        } else {
+            Vec::new()
+        };
+        for work in hit_works.chain(whole_catalog) {
             if shortlist.len() == config.deep_search_works {
                 break;
             }
@@ -320,11 +330,7 @@ pub fn find_matches_gathered(
     // gets the peaks they leave. (Otherwise a pair-proposed duplicate of the true
     // work, or a repeat of it at another offset, could take the true match's
     // peaks: the index_scale bench lost 57 of 200 clean queries at 100 h that way.)
-    verified.sort_by(|a, b| {
-        a.2.range_from_peaks
-            .cmp(&b.2.range_from_peaks)
-            .then(b.0.total_cmp(&a.0))
-    });
+    let verified = acceptance_order(verified);
     let mut consumed: Vec<Vec<bool>> = peak_sets.iter().map(|set| vec![false; set.len()]).collect();
     let mut matches: Vec<Match> = Vec::new();
     let mut explained: Vec<Vec<usize>> = vec![Vec::new(); peak_sets.len()];
@@ -393,6 +399,32 @@ fn query_peak_sets(query: &Fingerprint) -> Vec<&[PeakPoint]> {
     sets
 }
 
+/// The order in which verified alignments take their peaks: those with
+/// Hough support first, strongest first within each group.
+///
+/// A peak-proposed alignment (pair or deep search) that a Hough line of the
+/// same work confirms, mapping the line's stretch alike
+/// ([`Segment::same_alignment_as`]), has that support too: otherwise the
+/// line, verified over its few seconds of hits, would take the peaks of the
+/// stronger whole-window verification of the same alignment and leave a
+/// weaker match than the evidence holds.
+fn acceptance_order(verified: Vec<(f64, WorkRef, Segment)>) -> Vec<(f64, WorkRef, Segment)> {
+    let hough_supported: Vec<bool> = verified
+        .iter()
+        .map(|(_, work, segment)| {
+            !segment.range_from_peaks
+                || verified.iter().any(|(_, line_work, line)| {
+                    line_work == work && !line.range_from_peaks && line.same_alignment_as(segment)
+                })
+        })
+        .collect();
+    let mut ordered: Vec<_> = verified.into_iter().zip(hough_supported).collect();
+    ordered.sort_by(|(a, a_supported), (b, b_supported)| {
+        b_supported.cmp(a_supported).then(b.0.total_cmp(&a.0))
+    });
+    ordered.into_iter().map(|(v, _)| v).collect()
+}
+
 /// Drops a match when a stronger match of the same work covers most of its query
 /// range (a repeated section of a recording aligns twice with one excerpt).
 fn drop_shadowed(matches: &mut Vec<Match>) {
@@ -434,6 +466,21 @@ struct Segment {
 }
 
 impl Segment {
+    /// Whether `other` maps this segment's query stretch where this one does
+    /// (within the Hough inlier tolerance at both ends, at the same pitch
+    /// within the verification tolerance) and overlaps it in the query.
+    fn same_alignment_as(&self, other: &Segment) -> bool {
+        let overlaps = self.tq_start <= other.tq_end && other.tq_start <= self.tq_end;
+        let same_pitch = (self.pitch_half_bins - other.pitch_half_bins).abs()
+            <= f64::from(verify::VERIFY_TOLERANCE_HALF_BINS);
+        let maps_alike = [self.tq_start, self.tq_end].iter().all(|&tq| {
+            let here = self.slope * tq + self.intercept;
+            let there = other.slope * tq + other.intercept;
+            (here - there).abs() <= hough::INLIER_TOLERANCE_FRAMES
+        });
+        overlaps && same_pitch && maps_alike
+    }
+
     /// The score this alignment must reach to be reported.
     fn required_score(&self, config: &MatcherConfig) -> f64 {
         if self.deep {
@@ -497,4 +544,75 @@ fn one_work_index(
         .expect("add");
     let index = Index::open(dir.path()).expect("index");
     (dir, index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(tq: (f64, f64), slope: f64, intercept: f64, from_peaks: bool) -> Segment {
+        Segment {
+            anchors: 0,
+            hits: 0,
+            tq_start: tq.0,
+            tq_end: tq.1,
+            slope,
+            intercept,
+            pitch_half_bins: 0.0,
+            range_from_peaks: from_peaks,
+            deep: from_peaks,
+        }
+    }
+
+    fn work(n: u32) -> WorkRef {
+        WorkRef {
+            segment: 0,
+            work: n,
+        }
+    }
+
+    #[test]
+    fn same_alignment_needs_the_same_map_over_the_lines_stretch() {
+        // A Hough line over one second of a 10 s query, slightly off speed 1.
+        let line = segment((233.0, 341.0), 1.0006, 10617.6, false);
+        let window = |intercept| segment((0.0, 1243.0), 1.0, intercept, true);
+        assert!(line.same_alignment_as(&window(10617.0)));
+        assert!(line.same_alignment_as(&window(10614.0)));
+        assert!(!line.same_alignment_as(&window(10612.0)), "5 frames off");
+        assert!(
+            !line.same_alignment_as(&window(10617.0 + 125.0)),
+            "a bar later"
+        );
+        // The same offset at another speed drifts apart over the stretch.
+        assert!(!line.same_alignment_as(&segment((0.0, 1243.0), 1.05, 10605.0, true)));
+        // Another pitch, or no overlap in the query, is another alignment.
+        let pitched = Segment {
+            pitch_half_bins: 6.0,
+            ..window(10617.0)
+        };
+        assert!(!line.same_alignment_as(&pitched));
+        assert!(!line.same_alignment_as(&segment((400.0, 1243.0), 1.0, 10617.0, true)));
+    }
+
+    #[test]
+    fn a_line_confirms_the_stronger_window_of_its_own_alignment_only() {
+        let line = segment((233.0, 341.0), 1.0006, 10617.6, false);
+        let confirmed = segment((0.0, 1243.0), 1.0, 10617.0, true);
+        let elsewhere = segment((0.0, 1243.0), 1.0, 9000.0, true);
+        let verified = vec![
+            (7.4, work(1), line.clone()),
+            (20.0, work(1), elsewhere),
+            (10.7, work(1), confirmed.clone()),
+            // The same alignment in another work is no confirmation.
+            (12.0, work(2), confirmed),
+            (8.0, work(3), segment((0.0, 500.0), 1.0, 50.0, false)),
+        ];
+        let order: Vec<(f64, u32)> = acceptance_order(verified)
+            .iter()
+            .map(|(score, work, _)| (*score, work.work))
+            .collect();
+        // Hough-supported first (the confirmed window among them), strongest
+        // first; then the peak-proposed alignments no line confirms.
+        assert_eq!(order, [(10.7, 1), (8.0, 3), (7.4, 1), (20.0, 1), (12.0, 2)]);
+    }
 }

@@ -119,18 +119,38 @@ pub(super) struct DeepSearch {
 struct PeaksNear {
     starts: Vec<usize>,
     frames: Vec<u32>,
+    /// Where the next frame of each half bin goes, while filling.
+    next: Vec<usize>,
 }
 
 impl PeaksNear {
-    fn fill(&mut self, by_frequency: &PeaksByFrequency) {
+    /// Groups `peaks` by the half bins they are near: one counting sort,
+    /// each peak's frame going to every half bin within the tolerance.
+    fn fill(&mut self, peaks: &[PeakPoint]) {
+        let near = |p: &PeakPoint| {
+            let f = usize::from(p.f_half_bins);
+            let tol = VERIFY_TOLERANCE_HALF_BINS as usize;
+            f.saturating_sub(tol)..(f + tol + 1).min(HALF_BIN_VALUES)
+        };
         self.starts.clear();
-        self.frames.clear();
-        self.starts.push(0);
-        for f in 0..HALF_BIN_VALUES as i32 {
-            for df in -VERIFY_TOLERANCE_HALF_BINS..=VERIFY_TOLERANCE_HALF_BINS {
-                self.frames.extend_from_slice(by_frequency.at(f + df));
+        self.starts.resize(HALF_BIN_VALUES + 1, 0);
+        for p in peaks {
+            for f in near(p) {
+                self.starts[f + 1] += 1;
             }
-            self.starts.push(self.frames.len());
+        }
+        for f in 0..HALF_BIN_VALUES {
+            self.starts[f + 1] += self.starts[f];
+        }
+        self.next.clear();
+        self.next.extend_from_slice(&self.starts[..HALF_BIN_VALUES]);
+        self.frames.clear();
+        self.frames.resize(self.starts[HALF_BIN_VALUES], 0);
+        for p in peaks {
+            for f in near(p) {
+                self.frames[self.next[f]] = p.t_frame;
+                self.next[f] += 1;
+            }
         }
     }
 
@@ -244,7 +264,7 @@ impl DeepSearch {
             let Some(last_ref) = self.ref_peaks.iter().map(|p| p.t_frame).max() else {
                 continue;
             };
-            self.ref_near.fill(&PeaksByFrequency::new(&self.ref_peaks));
+            self.ref_near.fill(&self.ref_peaks);
             let len = base + last_ref as usize + 1 + VOTE_PAD;
             for (previous, current) in &mut self.parked {
                 for votes in [previous, current] {

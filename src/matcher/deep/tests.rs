@@ -100,6 +100,51 @@ fn finds_a_work_whose_peaks_survive_without_hashes() {
 }
 
 #[test]
+fn a_small_catalog_is_searched_whole_without_any_hash_hit() {
+    let work_peaks = random_peaks(120, 24, 7);
+    let (_dir, index) = one_work_index("unhashed", 120.0, &chance_prints(), &work_peaks);
+    // Half of the work's peaks from 40 s on among other audio's, and not one
+    // print in common: the work has no hash hit at all.
+    let offset = (40.0 * FRAMES_PER_SECOND) as u32;
+    let query_frames = (10.0 * FRAMES_PER_SECOND) as u32;
+    let mut peaks = random_peaks(10, 60, 17);
+    peaks.extend(
+        work_peaks
+            .iter()
+            .filter(|p| p.t_frame >= offset && p.t_frame < offset + query_frames)
+            .step_by(2)
+            .map(|p| PeakPoint {
+                t_frame: p.t_frame - offset,
+                f_half_bins: p.f_half_bins,
+            }),
+    );
+    peaks.sort_unstable();
+    peaks.dedup();
+    let query = Fingerprint {
+        prints: Vec::new(),
+        peaks,
+        brief_peaks: Vec::new(),
+        frames: query_frames as usize,
+    };
+    let found = find_matches(&index, &query, &MatcherConfig::default());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].work_id, "unhashed");
+    assert!(found[0].confident);
+    assert!((found[0].ref_start_s - found[0].query_start_s - 40.0).abs() < 0.05);
+    // Without the deep search, or without the work's peaks, nothing.
+    let shallow = MatcherConfig {
+        deep_search_works: 0,
+        ..MatcherConfig::default()
+    };
+    assert!(find_matches(&index, &query, &shallow).is_empty());
+    let unrelated = Fingerprint {
+        peaks: random_peaks(10, 80, 5),
+        ..query
+    };
+    assert!(find_matches(&index, &unrelated, &MatcherConfig::default()).is_empty());
+}
+
+#[test]
 fn a_work_under_a_voice_is_found_among_the_brief_peaks_alone() {
     let work_peaks = random_peaks(120, 24, 8);
     let (_dir, index) = one_work_index("bed", 120.0, &chance_prints(), &work_peaks);
