@@ -201,3 +201,64 @@ fn catalog_padding_fills_the_index_and_keeps_the_right_work() {
     assert!((2.0..2.1).contains(&hours), "padded index holds {hours} h");
     assert!(stats["live_works"].as_u64().unwrap() > 200, "{stats:#}");
 }
+
+/// `--explain-misses` scores each missed positive at its true alignment:
+/// with an unreachable confident threshold every positive is a miss; the
+/// right ground truth scores far above chance there, a wrong one does not,
+/// and found queries and negatives are not scored.
+#[test]
+fn missed_positives_are_scored_at_their_true_alignment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = tmp.path().join("set");
+    make_set(
+        &set,
+        &["wesnoth-heroes-rite", "fof-muldjord-armygeddon"],
+        "wesnoth-heroes-rite",
+        "wesnoth-northerners",
+    );
+    // A second positive whose ground truth puts the excerpt 7 s later in the
+    // reference than it is.
+    let mut rows: Vec<Value> = fs::read_to_string(set.join("queries.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut misplaced = rows[0].clone();
+    misplaced["query_id"] = json!("q-misplaced");
+    misplaced["ref_start_s"] = json!(7.0);
+    rows.push(misplaced);
+    write_jsonl(&set.join("queries.jsonl"), &rows);
+
+    let explained = |confident: &str| {
+        let report = run_eval(
+            tmp.path(),
+            &[
+                "--set".as_ref(),
+                set.as_os_str(),
+                "--explain-misses".as_ref(),
+                "--confident-score".as_ref(),
+                confident.as_ref(),
+            ],
+        );
+        report["outcomes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    o["query_id"].as_str().unwrap().to_string(),
+                    o["true_alignment_score"].as_f64(),
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let all_missed = explained("1000");
+    let right = all_missed["q-positive"].expect("the positive was scored");
+    assert!(right > 20.0, "true alignment scored {right}");
+    let wrong = all_missed["q-misplaced"].expect("the misplaced query was scored");
+    assert!(wrong < 5.0, "a wrong alignment scored {wrong}");
+    assert_eq!(all_missed["q-absent"], None);
+    assert_eq!(all_missed["q-speech"], None);
+    // At the default threshold the positive is found: nothing to explain.
+    assert_eq!(explained("7.5")["q-positive"], None);
+}

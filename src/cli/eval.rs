@@ -49,6 +49,12 @@ pub struct EvalArgs {
     /// positives and speed at catalog scale; matches to padding count as wrong.
     #[arg(long, value_name = "HOURS")]
     pub catalog_hours: Option<f64>,
+    /// For every missed positive, also score its true alignment (the set's
+    /// ground truth) the way the matcher verifies one: a miss scoring at
+    /// least the confident threshold there was lost by the search, one below
+    /// it lacks the evidence. Decodes each missed query a second time.
+    #[arg(long)]
+    pub explain_misses: bool,
     #[command(flatten)]
     pub thresholds: Thresholds,
 }
@@ -69,6 +75,10 @@ struct QueryEntry {
     ref_start_s: Option<f64>,
     query_start_s: Option<f64>,
     query_end_s: Option<f64>,
+    #[serde(default)]
+    speed_factor: Option<f64>,
+    #[serde(default)]
+    pitch_factor: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,6 +98,10 @@ struct QueryOutcome {
     correct_match: Option<Match>,
     wrong_match: Option<Match>,
     error: Option<String>,
+    /// Score of the right work at the true alignment, for a missed positive
+    /// (`--explain-misses`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    true_alignment_score: Option<f64>,
 }
 
 fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
@@ -246,6 +260,7 @@ fn evaluate_query(
     index: &crate::index::Index,
     q: &QueryEntry,
     config: &MatcherConfig,
+    explain_misses: bool,
 ) -> QueryOutcome {
     let started = Instant::now();
     let result = crate::screening::identify_file(index, &q.path, &DecodeLimits::default(), config);
@@ -263,6 +278,7 @@ fn evaluate_query(
         correct_match: None,
         wrong_match: None,
         error: None,
+        true_alignment_score: None,
     };
     match result {
         Err(err) => outcome.error = Some(err.to_string()),
@@ -273,7 +289,41 @@ fn evaluate_query(
             }
         }
     }
+    let found = outcome
+        .correct_match
+        .as_ref()
+        .is_some_and(|m| m.score >= config.confident_score);
+    if explain_misses && !found && outcome.error.is_none() {
+        outcome.true_alignment_score = true_alignment_score(index, q);
+    }
     outcome
+}
+
+/// The right work's score at the query's true alignment (see
+/// [`crate::matcher::score_alignment`]); `None` for a negative or a query
+/// without a known placement.
+fn true_alignment_score(index: &crate::index::Index, q: &QueryEntry) -> Option<f64> {
+    let (work_id, ref_start_s, query_start_s, query_end_s) = (
+        q.work_id.as_deref()?,
+        q.ref_start_s?,
+        q.query_start_s?,
+        q.query_end_s?,
+    );
+    let (fingerprint, _) = crate::fingerprint::audio::fingerprint_file(
+        &q.path,
+        &DecodeLimits::default(),
+        crate::fingerprint::Side::Query,
+    )
+    .ok()?;
+    let alignment = crate::matcher::KnownAlignment {
+        query_start_s,
+        query_end_s,
+        ref_start_s,
+        speed_factor: q.speed_factor.unwrap_or(1.0),
+        pitch_factor: q.pitch_factor.unwrap_or(1.0),
+    };
+    crate::matcher::score_alignment(index, &fingerprint, work_id, &alignment)
+        .map(|evidence| evidence.score())
 }
 
 /// Tolerance when checking that a match lies where the excerpt was placed.
@@ -454,7 +504,7 @@ pub fn run(args: &EvalArgs) -> Result<u8> {
         let started = Instant::now();
         let mut part: Vec<QueryOutcome> = queries
             .par_iter()
-            .map(|q| evaluate_query(&index, q, &config))
+            .map(|q| evaluate_query(&index, q, &config, args.explain_misses))
             .collect();
         wall += started.elapsed().as_secs_f64();
         if args.sets.len() > 1 {
@@ -586,6 +636,7 @@ fn print_report(r: &EvalReport) {
         fmt_opt(r.latency_p95_s),
         fmt_opt(r.latency_p99_s)
     );
+    print_misses(r);
     println!("\nthreshold sweep:   score  recall10s  recall5s  FP  FP/h");
     for s in &r.sweep {
         println!(
@@ -596,5 +647,36 @@ fn print_report(r: &EvalReport) {
             s.false_positives,
             s.false_positives_per_hour
         );
+    }
+}
+
+/// Per cell, the missed positives whose true alignment was scored
+/// (`--explain-misses`): how many score at least the confident threshold
+/// there (lost by the search) and how many below it (too little evidence).
+fn print_misses(r: &EvalReport) {
+    let mut cells: BTreeMap<(&str, &str), (usize, usize)> = BTreeMap::new();
+    for o in &r.outcomes {
+        if let Some(score) = o.true_alignment_score {
+            let cell = cells.entry((&o.condition, &o.length)).or_default();
+            if score >= r.confident_score {
+                cell.0 += 1;
+            } else {
+                cell.1 += 1;
+            }
+        }
+    }
+    if cells.is_empty() {
+        return;
+    }
+    println!(
+        "\nmissed positives scored at their true alignment: at least {} (lost by the search) or below (too little evidence)",
+        r.confident_score
+    );
+    println!(
+        "{:<16} {:>5} {:>8} {:>8}",
+        "condition", "len", "search", "evidence"
+    );
+    for ((condition, length), (search, evidence)) in cells {
+        println!("{condition:<16} {length:>5} {search:>8} {evidence:>8}");
     }
 }

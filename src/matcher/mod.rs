@@ -389,6 +389,68 @@ pub fn find_matches_gathered(
     matches
 }
 
+/// A known alignment of a work inside a query: where its excerpt lies in the
+/// query and in the reference, at what speed and pitch (the ground truth of
+/// an evaluation query).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KnownAlignment {
+    pub query_start_s: f64,
+    pub query_end_s: f64,
+    pub ref_start_s: f64,
+    /// Reference seconds per query second.
+    pub speed_factor: f64,
+    /// Query frequency / reference frequency.
+    pub pitch_factor: f64,
+}
+
+/// The peak evidence of `work_id` in `query` at a known alignment, as the
+/// matcher's verification measures it (the better of the query's peak sets),
+/// whatever the search would have proposed. `None` when the index holds no
+/// such work or the alignment is not a valid one. Diagnosis: a work missed
+/// although its true alignment scores above the confident threshold was lost
+/// by the search; one below it lacks the evidence.
+pub fn score_alignment(
+    index: &Index,
+    query: &Fingerprint,
+    work_id: &str,
+    alignment: &KnownAlignment,
+) -> Option<PeakEvidence> {
+    let valid = |x: f64| x.is_finite() && x > 0.0;
+    if !valid(alignment.speed_factor) || !valid(alignment.pitch_factor) {
+        return None;
+    }
+    let work_ref = index
+        .live_works()
+        .into_iter()
+        .find(|&r| index.work(r).is_some_and(|w| w.id == work_id))?;
+    let tq_start = alignment.query_start_s * FRAMES_PER_SECOND;
+    let segment = Segment {
+        anchors: 0,
+        hits: 0,
+        tq_start,
+        tq_end: alignment.query_end_s * FRAMES_PER_SECOND,
+        slope: alignment.speed_factor,
+        intercept: alignment.ref_start_s * FRAMES_PER_SECOND - alignment.speed_factor * tq_start,
+        pitch_half_bins: alignment.pitch_factor.log2() * 2.0 * BINS_PER_OCTAVE as f64,
+        range_from_peaks: false,
+        deep: false,
+    };
+    let mut scratch = VerifyScratch::default();
+    query_peak_sets(query)
+        .into_iter()
+        .map(|set| {
+            let consumed = vec![false; set.len()];
+            PeakCheck::new(set, &consumed, &mut scratch).verify(
+                index,
+                work_ref,
+                &segment,
+                f64::NEG_INFINITY,
+                None,
+            )
+        })
+        .max_by(|a, b| a.score().total_cmp(&b.score()))
+}
+
 /// The peak sets of `query` that alignments are verified against: its peaks,
 /// and its brief peaks when it has any.
 fn query_peak_sets(query: &Fingerprint) -> Vec<&[PeakPoint]> {
@@ -516,6 +578,31 @@ impl Segment {
     }
 }
 
+/// Pseudo-random peaks: `per_second` a second for `seconds` (tests of the
+/// matching stages).
+#[cfg(test)]
+fn random_peaks(seconds: u32, per_second: u32, seed: u64) -> Vec<PeakPoint> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move |n: u32| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) % u64::from(n)) as u32
+    };
+    let frames = (f64::from(seconds) * FRAMES_PER_SECOND) as u32;
+    let mut peaks: Vec<PeakPoint> = (0..seconds * per_second)
+        .map(|_| PeakPoint {
+            t_frame: next(frames),
+            f_half_bins: (10 + next(170)) as u8,
+        })
+        .collect();
+    peaks.sort_unstable();
+    peaks.dedup();
+    peaks
+}
+
 /// An index in a temporary directory holding one work with these prints and
 /// peaks (tests of the matching stages).
 #[cfg(test)]
@@ -569,6 +656,66 @@ mod tests {
             segment: 0,
             work: n,
         }
+    }
+
+    #[test]
+    fn a_known_alignment_scores_the_work_only_where_it_lies() {
+        let work_peaks = random_peaks(60, 24, 3);
+        let (_dir, index) = one_work_index("known", 60.0, &[], &work_peaks);
+        // 10 s of the work from 20 s on, placed 2 s into a 12 s query, pitched
+        // up 3 half bins, among other audio's peaks.
+        let (ref_start, query_start) = (20.0, 2.0);
+        let from = (ref_start * FRAMES_PER_SECOND) as u32;
+        let to = from + (10.0 * FRAMES_PER_SECOND) as u32;
+        let shift = (query_start * FRAMES_PER_SECOND) as u32;
+        let mut peaks = random_peaks(12, 40, 11);
+        peaks.extend(
+            work_peaks
+                .iter()
+                .filter(|p| (from..to).contains(&p.t_frame) && p.f_half_bins < 250)
+                .map(|p| PeakPoint {
+                    t_frame: p.t_frame - from + shift,
+                    f_half_bins: p.f_half_bins + 3,
+                }),
+        );
+        peaks.sort_unstable();
+        peaks.dedup();
+        let query = Fingerprint {
+            prints: Vec::new(),
+            peaks,
+            brief_peaks: Vec::new(),
+            frames: (12.0 * FRAMES_PER_SECOND) as usize,
+        };
+        let pitch_factor = 2f64.powf(3.0 / 2.0 / BINS_PER_OCTAVE as f64);
+        let truth = KnownAlignment {
+            query_start_s: query_start,
+            query_end_s: query_start + 10.0,
+            ref_start_s: ref_start,
+            speed_factor: 1.0,
+            pitch_factor,
+        };
+        let score = |alignment: &KnownAlignment| {
+            score_alignment(&index, &query, "known", alignment).map(|e| e.score())
+        };
+        let at_truth = score(&truth).expect("work is in the index");
+        assert!(at_truth > 30.0, "{at_truth}");
+        let unpitched = score(&KnownAlignment {
+            pitch_factor: 1.0,
+            ..truth
+        });
+        let elsewhere = score(&KnownAlignment {
+            ref_start_s: 35.0,
+            ..truth
+        });
+        for wrong in [unpitched, elsewhere] {
+            assert!(wrong.expect("scored") < 5.0, "{wrong:?}");
+        }
+        assert_eq!(score_alignment(&index, &query, "other", &truth), None);
+        let nonsense = KnownAlignment {
+            speed_factor: 0.0,
+            ..truth
+        };
+        assert_eq!(score_alignment(&index, &query, "known", &nonsense), None);
     }
 
     #[test]

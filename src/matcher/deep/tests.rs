@@ -1,29 +1,6 @@
 use super::*;
 use crate::fingerprint::{Fingerprint, Print};
-use crate::matcher::{MatcherConfig, find_matches, one_work_index};
-
-/// Pseudo-random peaks: `per_second` a second for `seconds`.
-fn random_peaks(seconds: u32, per_second: u32, seed: u64) -> Vec<PeakPoint> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut next = move |n: u32| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 33) % u64::from(n)) as u32
-    };
-    let frames = (f64::from(seconds) * FRAMES_PER_SECOND) as u32;
-    let mut peaks: Vec<PeakPoint> = (0..seconds * per_second)
-        .map(|_| PeakPoint {
-            t_frame: next(frames),
-            f_half_bins: (10 + next(170)) as u8,
-        })
-        .collect();
-    peaks.sort_unstable();
-    peaks.dedup();
-    peaks
-}
+use crate::matcher::{MatcherConfig, find_matches, one_work_index, random_peaks};
 
 /// Prints that give the work two raw hits in any query carrying them, at
 /// inconsistent offsets (so the hash stages propose nothing).
