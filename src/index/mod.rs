@@ -304,6 +304,11 @@ impl Index {
         self.segments.iter().map(Segment::posting_count).sum()
     }
 
+    /// The live work registered as `id`.
+    pub fn live_work(&self, id: &str) -> Option<WorkRef> {
+        self.live.get(id).copied()
+    }
+
     /// Every live work, in index order (segment, then work).
     pub fn live_works(&self) -> Vec<WorkRef> {
         let mut works: Vec<WorkRef> = self.live.values().copied().collect();

@@ -419,10 +419,7 @@ pub fn score_alignment(
     if !valid(alignment.speed_factor) || !valid(alignment.pitch_factor) {
         return None;
     }
-    let work_ref = index
-        .live_works()
-        .into_iter()
-        .find(|&r| index.work(r).is_some_and(|w| w.id == work_id))?;
+    let work_ref = index.live_work(work_id)?;
     let tq_start = alignment.query_start_s * FRAMES_PER_SECOND;
     let segment = Segment {
         anchors: 0,
