@@ -600,6 +600,37 @@ fn random_peaks(seconds: u32, per_second: u32, seed: u64) -> Vec<PeakPoint> {
     peaks
 }
 
+/// `others` with the peaks of `work` in frames `[from, to)` that `place`
+/// keeps, sorted and without duplicates: a query holding an excerpt of a work
+/// among other audio's peaks. `place` gets each such peak's position among
+/// them and the peak moved to start at frame 0, and returns where the query
+/// holds it (`None`: lost).
+#[cfg(test)]
+fn excerpt_among(
+    mut others: Vec<PeakPoint>,
+    work: &[PeakPoint],
+    (from, to): (u32, u32),
+    place: impl Fn(usize, PeakPoint) -> Option<PeakPoint>,
+) -> Vec<PeakPoint> {
+    others.extend(
+        work.iter()
+            .filter(|p| (from..to).contains(&p.t_frame))
+            .enumerate()
+            .filter_map(|(i, p)| {
+                place(
+                    i,
+                    PeakPoint {
+                        t_frame: p.t_frame - from,
+                        ..*p
+                    },
+                )
+            }),
+    );
+    others.sort_unstable();
+    others.dedup();
+    others
+}
+
 /// An index in a temporary directory holding one work with these prints and
 /// peaks (tests of the matching stages).
 #[cfg(test)]
@@ -665,18 +696,12 @@ mod tests {
         let from = (ref_start * FRAMES_PER_SECOND) as u32;
         let to = from + (10.0 * FRAMES_PER_SECOND) as u32;
         let shift = (query_start * FRAMES_PER_SECOND) as u32;
-        let mut peaks = random_peaks(12, 40, 11);
-        peaks.extend(
-            work_peaks
-                .iter()
-                .filter(|p| (from..to).contains(&p.t_frame) && p.f_half_bins < 250)
-                .map(|p| PeakPoint {
-                    t_frame: p.t_frame - from + shift,
-                    f_half_bins: p.f_half_bins + 3,
-                }),
-        );
-        peaks.sort_unstable();
-        peaks.dedup();
+        let peaks = excerpt_among(random_peaks(12, 40, 11), &work_peaks, (from, to), |_, p| {
+            (p.f_half_bins < 250).then_some(PeakPoint {
+                t_frame: p.t_frame + shift,
+                f_half_bins: p.f_half_bins + 3,
+            })
+        });
         let query = Fingerprint {
             prints: Vec::new(),
             peaks,

@@ -1,6 +1,6 @@
 use super::*;
 use crate::fingerprint::{Fingerprint, Print};
-use crate::matcher::{MatcherConfig, find_matches, one_work_index, random_peaks};
+use crate::matcher::{MatcherConfig, excerpt_among, find_matches, one_work_index, random_peaks};
 
 /// Prints that give the work two raw hits in any query carrying them, at
 /// inconsistent offsets (so the hash stages propose nothing).
@@ -26,20 +26,17 @@ fn finds_a_work_whose_peaks_survive_without_hashes() {
     // of jitter, buried among three times as many peaks of other audio.
     let offset = (60.0 * FRAMES_PER_SECOND) as u32;
     let query_frames = (10.0 * FRAMES_PER_SECOND) as u32;
-    let mut peaks = random_peaks(10, 60, 99);
-    peaks.extend(
-        work_peaks
-            .iter()
-            .filter(|p| p.t_frame >= offset && p.t_frame < offset + query_frames)
-            .enumerate()
-            .filter(|(i, _)| i % 3 == 0)
-            .map(|(i, p)| PeakPoint {
-                t_frame: p.t_frame - offset + (i % 2) as u32,
-                f_half_bins: p.f_half_bins,
-            }),
+    let peaks = excerpt_among(
+        random_peaks(10, 60, 99),
+        &work_peaks,
+        (offset, offset + query_frames),
+        |i, p| {
+            (i % 3 == 0).then_some(PeakPoint {
+                t_frame: p.t_frame + (i % 2) as u32,
+                ..p
+            })
+        },
     );
-    peaks.sort_unstable();
-    peaks.dedup();
     let query_prints: Vec<Print> = chance_prints()
         .into_iter()
         .zip([500, 20])
@@ -84,19 +81,12 @@ fn a_small_catalog_is_searched_whole_without_any_hash_hit() {
     // print in common: the work has no hash hit at all.
     let offset = (40.0 * FRAMES_PER_SECOND) as u32;
     let query_frames = (10.0 * FRAMES_PER_SECOND) as u32;
-    let mut peaks = random_peaks(10, 60, 17);
-    peaks.extend(
-        work_peaks
-            .iter()
-            .filter(|p| p.t_frame >= offset && p.t_frame < offset + query_frames)
-            .step_by(2)
-            .map(|p| PeakPoint {
-                t_frame: p.t_frame - offset,
-                f_half_bins: p.f_half_bins,
-            }),
+    let peaks = excerpt_among(
+        random_peaks(10, 60, 17),
+        &work_peaks,
+        (offset, offset + query_frames),
+        |i, p| (i % 2 == 0).then_some(p),
     );
-    peaks.sort_unstable();
-    peaks.dedup();
     let query = Fingerprint {
         prints: Vec::new(),
         peaks,
@@ -130,19 +120,12 @@ fn a_work_under_a_voice_is_found_among_the_brief_peaks_alone() {
     let offset = (30.0 * FRAMES_PER_SECOND) as u32;
     let query_frames = (10.0 * FRAMES_PER_SECOND) as u32;
     let voice = random_peaks(10, 60, 41);
-    let mut brief = random_peaks(10, 60, 42);
-    brief.extend(
-        work_peaks
-            .iter()
-            .filter(|p| p.t_frame >= offset && p.t_frame < offset + query_frames)
-            .step_by(2)
-            .map(|p| PeakPoint {
-                t_frame: p.t_frame - offset,
-                f_half_bins: p.f_half_bins,
-            }),
+    let brief = excerpt_among(
+        random_peaks(10, 60, 42),
+        &work_peaks,
+        (offset, offset + query_frames),
+        |i, p| (i % 2 == 0).then_some(p),
     );
-    brief.sort_unstable();
-    brief.dedup();
     let prints: Vec<Print> = chance_prints()
         .into_iter()
         .zip([300, 700])
